@@ -1,0 +1,479 @@
+//! `DogeForCausalLM` (transformers, spec variant A) on candle.
+//!
+//! Every op here is a composed candle op with a backward pass: candle's fused `softmax_last_dim`,
+//! `rms_norm` and `rope` have none, so a model built on them would train silently wrong.
+//! Struct fields follow the checkpoint's tensor names (`self_attn.q_proj`, `mlp.router_gate`, ...).
+//! The KV cache is not part of the model: it is a value passed to `forward`, so one forward serves
+//! training (no cache), scoring and generation.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use super::config::DogeConfig;
+use super::masks::{attention_keep_mask, KeepMaskInput};
+use super::routing::route_tokens;
+
+/// PyTorch's masked-fill value for dropped attention logits.
+const MASK_VALUE: f64 = f32::MIN as f64;
+
+fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    Ok(Linear::new(w, b))
+}
+
+/// y = w * x / sqrt(mean(x²) + eps) over the last dim, composed so it has a gradient.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, eps })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// Softmax over the last dim from composed ops (the max is only a shift, so it is detached).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let e = shifted.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// log-softmax over the last dim from composed ops.
+pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)
+}
+
+/// PyTorch's softplus (β 1, threshold 20) in a form that is finite everywhere, gradient included:
+/// relu(x) + log(1 + exp(-|x|)).
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    x.relu()? + tail
+}
+
+/// Rotary tables for a run of positions: cos and sin of shape [L, head_dim] (rotate-half layout).
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    head_dim: usize,
+    theta: f64,
+    dynamic: Option<(f64, usize)>,
+}
+
+impl Rotary {
+    pub fn new(cfg: &DogeConfig) -> Self {
+        let dynamic = (cfg.rope.rope_type == "dynamic").then(|| {
+            let factor = cfg.rope.factor.unwrap_or(1.0);
+            let orig = cfg.rope.original_max_position_embeddings.unwrap_or(cfg.max_position_embeddings);
+            (factor, orig)
+        });
+        Self { head_dim: cfg.head_dim(), theta: cfg.rope.rope_theta, dynamic }
+    }
+
+    /// The base in force for a forward whose positions end below `seq_len`: dynamic NTK grows it past
+    /// the original context (spec 2.2). Cached keys keep the rotation they were made with, as in
+    /// transformers.
+    fn base(&self, seq_len: usize) -> f32 {
+        match self.dynamic {
+            Some((factor, orig)) if seq_len > orig => {
+                let hd = self.head_dim as f32;
+                let (factor, s, orig) = (factor as f32, seq_len as f32, orig as f32);
+                self.theta as f32 * ((factor * s / orig) - (factor - 1.0)).powf(hd / (hd - 2.0))
+            }
+            _ => self.theta as f32,
+        }
+    }
+
+    /// cos, sin for positions `start .. start + len`, computed in f32 as transformers does.
+    pub fn tables(&self, start: usize, len: usize, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.head_dim / 2;
+        let base = self.base(start + len);
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / self.head_dim as f32)).collect();
+        let mut cos = Vec::with_capacity(len * self.head_dim);
+        let mut sin = Vec::with_capacity(len * self.head_dim);
+        for t in start..start + len {
+            let angles: Vec<f32> = inv_freq.iter().map(|f| t as f32 * f).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let cos = Tensor::from_vec(cos, (len, self.head_dim), dev)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (len, self.head_dim), dev)?.to_dtype(dtype)?;
+        Ok((cos, sin))
+    }
+}
+
+/// x·cos + rotate_half(x)·sin for x of shape [B, heads, L, hd].
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+}
+
+/// Keys (normed and rotated) and raw values of one layer, [B, Hkv, P, hd] each.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    pub kv: Option<(Tensor, Tensor)>,
+}
+
+/// The KV cache of a whole model: one entry per layer, filled by `forward`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    pub layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![LayerCache::default(); num_layers] }
+    }
+
+    /// Number of positions already cached (the position of the next token).
+    pub fn seq_len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.kv.as_ref())
+            .map(|(k, _)| k.dim(2).unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// Dynamic Mask Attention (spec 2.4).
+#[derive(Debug, Clone)]
+pub struct DogeAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    dt_proj: Linear,
+    a: Tensor,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    keep_window_size: usize,
+    sliding_window: Option<usize>,
+}
+
+impl DogeAttention {
+    pub fn load(cfg: &DogeConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, h, kv, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        let bias = cfg.attention_bias;
+        Ok(Self {
+            q_proj: linear(d, h * hd, bias, vb.pp("q_proj"))?,
+            k_proj: linear(d, kv * hd, bias, vb.pp("k_proj"))?,
+            v_proj: linear(d, kv * hd, bias, vb.pp("v_proj"))?,
+            dt_proj: linear(kv * hd, kv, bias, vb.pp("dt_proj"))?,
+            a: vb.get(kv, "A")?,
+            o_proj: linear(h * hd, d, bias, vb.pp("o_proj"))?,
+            q_norm: RmsNorm::load(hd, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+            k_norm: RmsNorm::load(hd, cfg.rms_norm_eps, vb.pp("k_norm"))?,
+            num_heads: h,
+            num_kv_heads: kv,
+            head_dim: hd,
+            keep_window_size: cfg.keep_window_size,
+            sliding_window: cfg.sliding_window,
+        })
+    }
+
+    /// x: [B, L, d], the normed hidden states of positions `past .. past + L`.
+    pub fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), cache: Option<&mut LayerCache>) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let groups = h / kv;
+
+        let heads = |t: Tensor, n: usize| t.reshape((b, l, n, hd));
+        let q = self.q_norm.forward(&heads(self.q_proj.forward(x)?, h)?)?.transpose(1, 2)?.contiguous()?;
+        let k = self.k_norm.forward(&heads(self.k_proj.forward(x)?, kv)?)?.transpose(1, 2)?.contiguous()?;
+        let v = heads(self.v_proj.forward(x)?, kv)?.transpose(1, 2)?.contiguous()?;
+        let q = apply_rotary(&q, &rope.0, &rope.1)?;
+        let k = apply_rotary(&k, &rope.0, &rope.1)?;
+
+        let (k, v, past) = match cache {
+            None => (k, v, 0),
+            Some(c) => {
+                let (k, v, past) = match c.kv.take() {
+                    None => (k, v, 0),
+                    Some((pk, pv)) => {
+                        let past = pk.dim(2)?;
+                        (Tensor::cat(&[&pk, &k], 2)?.contiguous()?, Tensor::cat(&[&pv, &v], 2)?.contiguous()?, past)
+                    }
+                };
+                c.kv = Some((k.clone(), v.clone()));
+                (k, v, past)
+            }
+        };
+        let lk = past + l;
+
+        // Dynamic bias per kv head and key, from all (cached) values: exp(A * softplus(dt_proj(v))).
+        let v_cat = v.transpose(1, 2)?.reshape((b, lk, kv * hd))?;
+        let dt = self.dt_proj.forward(&v_cat)?; // [B, Lk, Hkv]
+        let bias = softplus(&dt)?.broadcast_mul(&self.a)?.exp()?.transpose(1, 2)?.contiguous()?; // [B, Hkv, Lk]
+
+        // Which keys each query row keeps: causal (and sliding window), then the top keep_window_size
+        // biases when the row sees more keys than that.
+        let keep = attention_keep_mask(&KeepMaskInput {
+            bias: &bias,
+            query_len: l,
+            past,
+            keep_window_size: self.keep_window_size,
+            sliding_window: self.sliding_window,
+        })?; // u8 [B or 1, Hkv or 1, L, Lk]
+        let shape = (b, kv, l, lk);
+        let keep = keep.broadcast_as(shape)?;
+        let min = Tensor::new(MASK_VALUE, x.device())?.to_dtype(x.dtype())?.broadcast_as(shape)?;
+        let mask = keep.where_cond(&bias.unsqueeze(2)?.broadcast_as(shape)?, &min)?;
+
+        // Query head h reads kv head h / groups: fold the groups into the row axis instead of
+        // repeating keys and values.
+        let scaling = (hd as f64).powf(-0.5);
+        let q = q.reshape((b, kv, groups * l, hd))?;
+        let scores = (q.matmul(&k.t()?)? * scaling)?.reshape((b, kv, groups, l, lk))?;
+        let scores = scores.broadcast_add(&mask.unsqueeze(2)?)?;
+        let probs = softmax_last_dim(&scores)?.reshape((b, kv, groups * l, lk))?;
+        let out = probs.matmul(&v)?.reshape((b, h, l, hd))?.transpose(1, 2)?.reshape((b, l, h * hd))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// SwiGLU: down(silu(gate(x)) * up(x)).
+#[derive(Debug, Clone)]
+pub struct DogeMlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl DogeMlp {
+    pub fn load(cfg: &DogeConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, ff, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Ok(Self {
+            gate_proj: linear(d, ff, bias, vb.pp("gate_proj"))?,
+            up_proj: linear(d, ff, bias, vb.pp("up_proj"))?,
+            down_proj: linear(ff, d, bias, vb.pp("down_proj"))?,
+        })
+    }
+}
+
+impl Module for DogeMlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gated = (self.gate_proj.forward(x)?.silu()? * self.up_proj.forward(x)?)?;
+        self.down_proj.forward(&gated)
+    }
+}
+
+/// CDMoE (spec 2.8): the shared SwiGLU plus product-key routed rank-1 experts. Each token is routed
+/// by its own router logits (first K for the first key set, last K for the second); transformers'
+/// DogeCDMoE instead views the [B, L, 2K] logits as [2, B*L, K], mixing tokens and batch rows.
+#[derive(Debug, Clone)]
+pub struct DogeCdMoe {
+    shared: DogeMlp,
+    router_gate: Linear,
+    down_embed: Embedding,
+    up_embed: Embedding,
+    num_keys: usize,
+    top_k: usize,
+    norm_topk_prob: bool,
+}
+
+impl DogeCdMoe {
+    pub fn load(cfg: &DogeConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, e, k) = (cfg.hidden_size, cfg.num_experts, cfg.num_router_keys());
+        Ok(Self {
+            shared: DogeMlp::load(cfg, vb.clone())?,
+            router_gate: linear(d, 2 * k, false, vb.pp("router_gate"))?,
+            down_embed: Embedding::new(vb.pp("down_embed").get((e, d), "weight")?, d),
+            up_embed: Embedding::new(vb.pp("up_embed").get((e, d), "weight")?, d),
+            num_keys: k,
+            top_k: cfg.num_experts_per_tok,
+            norm_topk_prob: cfg.norm_topk_prob,
+        })
+    }
+}
+
+impl Module for DogeCdMoe {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let n = b * l;
+        let flat = x.reshape((n, d))?;
+        let logits = self.router_gate.forward(&flat)?; // [N, 2K]
+        let route = route_tokens(&logits, self.num_keys, self.top_k)?;
+        let k = self.top_k;
+        // Scores of the chosen experts, gathered from the logits so the router gets a gradient.
+        let scores = (logits.gather(&route.first_key, 1)? + logits.gather(&route.second_key, 1)?)?;
+        let mut weights = softmax_last_dim(&scores)?; // [N, k]
+        if self.norm_topk_prob {
+            weights = weights.broadcast_div(&weights.sum_keepdim(1)?)?;
+        }
+        let down = self.down_embed.embeddings().index_select(&route.experts, 0)?.reshape((n, k, d))?;
+        let up = self.up_embed.embeddings().index_select(&route.experts, 0)?.reshape((n, k, d))?;
+        let act = down.matmul(&flat.unsqueeze(2)?)?.squeeze(2)?.silu()?; // [N, k]
+        let coef = (act * weights)?.unsqueeze(1)?; // [N, 1, k]
+        let routed = coef.matmul(&up)?.squeeze(1)?; // [N, d]
+        self.shared.forward(x)? + routed.reshape((b, l, d))?
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Feedforward {
+    Dense(DogeMlp),
+    Moe(DogeCdMoe),
+}
+
+impl Module for Feedforward {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Feedforward::Dense(m) => m.forward(x),
+            Feedforward::Moe(m) => m.forward(x),
+        }
+    }
+}
+
+/// h' = r1 * h + attn(norm(h)); h'' = r2 * h' + mlp(norm(h')) (spec 2.6).
+#[derive(Debug, Clone)]
+pub struct DogeDecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: DogeAttention,
+    input_residual: Tensor,
+    post_attention_layernorm: RmsNorm,
+    mlp: Feedforward,
+    post_attention_residual: Tensor,
+}
+
+impl DogeDecoderLayer {
+    pub fn load(cfg: &DogeConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let mlp = if cfg.is_moe {
+            Feedforward::Moe(DogeCdMoe::load(cfg, vb.pp("mlp"))?)
+        } else {
+            Feedforward::Dense(DogeMlp::load(cfg, vb.pp("mlp"))?)
+        };
+        Ok(Self {
+            input_layernorm: RmsNorm::load(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            self_attn: DogeAttention::load(cfg, vb.pp("self_attn"))?,
+            input_residual: vb.get(d, "input_residual")?,
+            post_attention_layernorm: RmsNorm::load(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            mlp,
+            post_attention_residual: vb.get(d, "post_attention_residual")?,
+        })
+    }
+
+    pub fn forward(&self, h: &Tensor, rope: &(Tensor, Tensor), cache: Option<&mut LayerCache>) -> Result<Tensor> {
+        let attn = self.self_attn.forward(&self.input_layernorm.forward(h)?, rope, cache)?;
+        let h = (h.broadcast_mul(&self.input_residual)? + attn)?;
+        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        h.broadcast_mul(&self.post_attention_residual)? + mlp
+    }
+}
+
+/// The full causal LM: embeddings, decoder layers, final norm, (tied) lm_head.
+#[derive(Debug, Clone)]
+pub struct DogeForCausalLM {
+    embed_tokens: Embedding,
+    layers: Vec<DogeDecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    rotary: Rotary,
+    config: DogeConfig,
+}
+
+impl DogeForCausalLM {
+    /// Builds the model from tensors named as in the checkpoint (`model.layers.0.self_attn.A`, ...).
+    pub fn load(cfg: &DogeConfig, vb: VarBuilder) -> Result<Self> {
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let m = vb.pp("model");
+        let embed = m.pp("embed_tokens").get((v, d), "weight")?;
+        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { vb.pp("lm_head").get((v, d), "weight")? };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DogeDecoderLayer::load(cfg, m.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens: Embedding::new(embed, d),
+            layers,
+            norm: RmsNorm::load(d, cfg.rms_norm_eps, m.pp("norm"))?,
+            lm_head,
+            rotary: Rotary::new(cfg),
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &DogeConfig {
+        &self.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.lm_head.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.lm_head.device()
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Final-normed hidden states [B, L, d] for `input_ids` [B, L] (u32), continuing `cache` when given.
+    pub fn hidden_states(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (_, l) = input_ids.dims2()?;
+        let past = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
+        let rope = self.rotary.tables(past, l, self.dtype(), self.device())?;
+        let mut h = self.embed_tokens.forward(input_ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            h = layer.forward(&h, &rope, layer_cache)?;
+        }
+        self.norm.forward(&h)
+    }
+
+    /// Logits [B, L, V] from hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        hidden.broadcast_matmul(&self.lm_head.t()?)
+    }
+
+    /// Logits [B, L, V] for every position.
+    pub fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.logits(&self.hidden_states(input_ids, cache)?)
+    }
+
+    /// Logits [B, V] of the last position only (what generation needs; saves the lm_head on the rest).
+    pub fn forward_last(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, cache)?;
+        let l = hidden.dim(1)?;
+        self.logits(&hidden.narrow(1, l - 1, 1)?)?.squeeze(1)
+    }
+}
+
+/// Label value that carries no loss.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Mean next-token cross-entropy: position t predicts label t+1; labels equal to -100 are skipped.
+/// `labels` is [B, L] i64, unshifted (as transformers' `ForCausalLMLoss`).
+pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, l, v) = logits.dims3()?;
+    if l < 2 {
+        candle_core::bail!("the loss needs at least two positions, found {l}");
+    }
+    let logits = logits.narrow(1, 0, l - 1)?.reshape((b * (l - 1), v))?;
+    let targets = labels.narrow(1, 1, l - 1)?.reshape(b * (l - 1))?;
+    let valid = targets.ge(0i64)?;
+    let safe_targets = valid.where_cond(&targets, &targets.zeros_like()?)?.to_dtype(DType::U32)?;
+    let logp = log_softmax_last_dim(&logits)?.gather(&safe_targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let valid_f = valid.to_dtype(logp.dtype())?;
+    let count = valid_f.sum_all()?;
+    (logp * valid_f)?.sum_all()?.neg()?.broadcast_div(&count)
+}
