@@ -26,7 +26,12 @@ pub struct Sampling {
 
 impl Default for GenerationSettings {
     fn default() -> Self {
-        Self { max_new_tokens: 100, sampling: None, repetition_penalty: 1.0, eos_token_id: None }
+        Self {
+            max_new_tokens: 100,
+            sampling: None,
+            repetition_penalty: 1.0,
+            eos_token_id: None,
+        }
     }
 }
 
@@ -52,7 +57,11 @@ pub fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) 
         let t = t as usize;
         if t < logits.len() && !done[t] {
             done[t] = true;
-            logits[t] = if logits[t] < 0.0 { logits[t] * penalty } else { logits[t] / penalty };
+            logits[t] = if logits[t] < 0.0 {
+                logits[t] * penalty
+            } else {
+                logits[t] / penalty
+            };
         }
     }
 }
@@ -66,7 +75,10 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut impl Rng) -> u32 {
         order.truncate(k.max(1));
     }
     let max = logits[order[0]] / t;
-    let weights: Vec<f64> = order.iter().map(|&i| ((logits[i] / t - max) as f64).exp()).collect();
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] / t - max) as f64).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     // Top-p keeps the smallest prefix whose probability mass reaches p.
     let mut keep = weights.len();
@@ -102,7 +114,8 @@ pub fn generate(
     if prompt.is_empty() {
         candle_core::bail!("generation needs a prompt of at least one token");
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(settings.sampling.as_ref().map(|s| s.seed).unwrap_or(0));
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(settings.sampling.as_ref().map(|s| s.seed).unwrap_or(0));
     let mut cache = model.new_cache();
     let mut seen: Vec<u32> = prompt.to_vec();
     let mut out = Vec::with_capacity(settings.max_new_tokens);
@@ -141,10 +154,20 @@ mod tests {
     fn top_k_one_is_greedy_and_top_p_restricts_support() {
         let logits = [0.1, 3.0, 2.9, -1.0];
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let s = Sampling { temperature: 1.0, top_k: Some(1), top_p: None, seed: 1 };
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: Some(1),
+            top_p: None,
+            seed: 1,
+        };
         assert!((0..50).all(|_| sample(&logits, &s, &mut rng) == 1));
         // p(1) ≈ 0.50, p(2) ≈ 0.45: top_p 0.9 keeps exactly tokens 1 and 2.
-        let s = Sampling { temperature: 1.0, top_k: None, top_p: Some(0.9), seed: 1 };
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.9),
+            seed: 1,
+        };
         let draws: Vec<u32> = (0..400).map(|_| sample(&logits, &s, &mut rng)).collect();
         assert!(draws.iter().all(|&t| t == 1 || t == 2));
         assert!(draws.contains(&1) && draws.contains(&2));

@@ -113,7 +113,10 @@ pub enum ConfigError {
 }
 
 fn field_err(key: &str, msg: impl Into<String>) -> ConfigError {
-    ConfigError::Field { key: key.into(), msg: msg.into() }
+    ConfigError::Field {
+        key: key.into(),
+        msg: msg.into(),
+    }
 }
 
 /// Typed getters over a JSON object that name the key on error.
@@ -123,10 +126,9 @@ impl Fields<'_> {
     fn usize(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| field_err(key, format!("expected a non-negative integer, found {v}"))),
+            Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
+                field_err(key, format!("expected a non-negative integer, found {v}"))
+            }),
         }
     }
     fn opt_usize(&self, key: &str) -> Result<Option<usize>, ConfigError> {
@@ -148,13 +150,17 @@ impl Fields<'_> {
     fn f64(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| field_err(key, format!("expected a number, found {v}"))),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| field_err(key, format!("expected a number, found {v}"))),
         }
     }
     fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| field_err(key, format!("expected true or false, found {v}"))),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| field_err(key, format!("expected true or false, found {v}"))),
         }
     }
     fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
@@ -168,7 +174,8 @@ impl Fields<'_> {
 
 impl DogeConfig {
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Number of router keys per key set, K = floor(sqrt(E)).
@@ -183,10 +190,15 @@ impl DogeConfig {
     }
 
     pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
-        let obj = value.as_object().ok_or_else(|| field_err("<root>", "expected a JSON object"))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| field_err("<root>", "expected a JSON object"))?;
         if let Some(mt) = obj.get("model_type").and_then(Value::as_str) {
             if mt != "doge" {
-                return Err(field_err("model_type", format!("expected \"doge\", found \"{mt}\"")));
+                return Err(field_err(
+                    "model_type",
+                    format!("expected \"doge\", found \"{mt}\""),
+                ));
             }
         }
         let f = Fields(obj);
@@ -206,7 +218,8 @@ impl DogeConfig {
             rms_norm_eps: f.f64("rms_norm_eps", d.rms_norm_eps)?,
             use_cache: f.bool("use_cache", d.use_cache)?,
             tie_word_embeddings: f.bool("tie_word_embeddings", d.tie_word_embeddings)?,
-            max_position_embeddings: f.usize("max_position_embeddings", d.max_position_embeddings)?,
+            max_position_embeddings: f
+                .usize("max_position_embeddings", d.max_position_embeddings)?,
             rope: parse_rope(obj)?,
             attention_bias: f.bool("attention_bias", d.attention_bias)?,
             attention_dropout: f.f64("attention_dropout", d.attention_dropout)?,
@@ -222,7 +235,10 @@ impl DogeConfig {
             bos_token_id: f.opt_u32("bos_token_id")?,
             eos_token_id: f.opt_u32("eos_token_id")?,
             pad_token_id: f.opt_u32("pad_token_id")?,
-            dtype: f.string("dtype")?.or(f.string("torch_dtype")?).unwrap_or(d.dtype),
+            dtype: f
+                .string("dtype")?
+                .or(f.string("torch_dtype")?)
+                .unwrap_or(d.dtype),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -248,15 +264,24 @@ impl DogeConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return Err(field_err("head_dim", format!("rotary needs an even head dim, found {}", self.head_dim())));
+            return Err(field_err(
+                "head_dim",
+                format!("rotary needs an even head dim, found {}", self.head_dim()),
+            ));
         }
         if self.hidden_act != "silu" {
-            return Err(field_err("hidden_act", format!("only \"silu\" is supported, found \"{}\"", self.hidden_act)));
+            return Err(field_err(
+                "hidden_act",
+                format!("only \"silu\" is supported, found \"{}\"", self.hidden_act),
+            ));
         }
         if !matches!(self.rope.rope_type.as_str(), "default" | "dynamic") {
             return Err(field_err(
                 "rope_parameters.rope_type",
-                format!("only \"default\" and \"dynamic\" are supported, found \"{}\"", self.rope.rope_type),
+                format!(
+                    "only \"default\" and \"dynamic\" are supported, found \"{}\"",
+                    self.rope.rope_type
+                ),
             ));
         }
         if self.keep_window_size == 0 {
@@ -281,7 +306,8 @@ impl DogeConfig {
 
     /// The config.json that transformers (5.x) writes for this model.
     pub fn to_json(&self) -> Value {
-        let mut rope = json!({"rope_type": self.rope.rope_type, "rope_theta": self.rope.rope_theta});
+        let mut rope =
+            json!({"rope_type": self.rope.rope_type, "rope_theta": self.rope.rope_theta});
         if let Some(f) = self.rope.factor {
             rope["factor"] = json!(f);
         }
@@ -329,8 +355,16 @@ impl DogeConfig {
 
     /// Total parameter count (tied embeddings counted once).
     pub fn num_parameters(&self) -> u64 {
-        let (d, ff, v) = (self.hidden_size as u64, self.intermediate_size as u64, self.vocab_size as u64);
-        let (h, kv, hd) = (self.num_attention_heads as u64, self.num_key_value_heads as u64, self.head_dim() as u64);
+        let (d, ff, v) = (
+            self.hidden_size as u64,
+            self.intermediate_size as u64,
+            self.vocab_size as u64,
+        );
+        let (h, kv, hd) = (
+            self.num_attention_heads as u64,
+            self.num_key_value_heads as u64,
+            self.head_dim() as u64,
+        );
         let ab = self.attention_bias as u64;
         let mb = self.mlp_bias as u64;
         let attn = d * h * hd + h * hd * ab // q
@@ -355,7 +389,8 @@ impl DogeConfig {
         if !self.is_moe {
             return self.num_parameters();
         }
-        let unused = (self.num_experts - self.num_experts_per_tok) as u64 * 2 * self.hidden_size as u64;
+        let unused =
+            (self.num_experts - self.num_experts_per_tok) as u64 * 2 * self.hidden_size as u64;
         self.num_parameters() - self.num_hidden_layers as u64 * unused
     }
 }
@@ -371,8 +406,14 @@ fn parse_rope(obj: &Map<String, Value>) -> Result<RopeParameters, ConfigError> {
         if v.is_null() {
             continue;
         }
-        let inner = v.as_object().ok_or_else(|| field_err(key, "expected an object"))?;
-        if let Some(t) = inner.get("rope_type").or(inner.get("type")).and_then(Value::as_str) {
+        let inner = v
+            .as_object()
+            .ok_or_else(|| field_err(key, "expected an object"))?;
+        if let Some(t) = inner
+            .get("rope_type")
+            .or(inner.get("type"))
+            .and_then(Value::as_str)
+        {
             rope.rope_type = t.to_string();
         }
         if let Some(t) = inner.get("rope_theta").and_then(Value::as_f64) {
@@ -381,7 +422,10 @@ fn parse_rope(obj: &Map<String, Value>) -> Result<RopeParameters, ConfigError> {
         if let Some(f) = inner.get("factor").and_then(Value::as_f64) {
             rope.factor = Some(f);
         }
-        if let Some(o) = inner.get("original_max_position_embeddings").and_then(Value::as_u64) {
+        if let Some(o) = inner
+            .get("original_max_position_embeddings")
+            .and_then(Value::as_u64)
+        {
             rope.original_max_position_embeddings = Some(o as usize);
         }
     }

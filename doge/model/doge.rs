@@ -18,7 +18,11 @@ const MASK_VALUE: f64 = f32::MIN as f64;
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get((out_dim, in_dim), "weight")?;
-    let b = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    let b = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
     Ok(Linear::new(w, b))
 }
 
@@ -31,13 +35,18 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn load(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(dim, "weight")?, eps })
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            eps,
+        })
     }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()?;
         x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.weight)
     }
 }
@@ -74,10 +83,17 @@ impl Rotary {
     pub fn new(cfg: &DogeConfig) -> Self {
         let dynamic = (cfg.rope.rope_type == "dynamic").then(|| {
             let factor = cfg.rope.factor.unwrap_or(1.0);
-            let orig = cfg.rope.original_max_position_embeddings.unwrap_or(cfg.max_position_embeddings);
+            let orig = cfg
+                .rope
+                .original_max_position_embeddings
+                .unwrap_or(cfg.max_position_embeddings);
             (factor, orig)
         });
-        Self { head_dim: cfg.head_dim(), theta: cfg.rope.rope_theta, dynamic }
+        Self {
+            head_dim: cfg.head_dim(),
+            theta: cfg.rope.rope_theta,
+            dynamic,
+        }
     }
 
     /// The base in force for a forward whose positions end below `seq_len`: dynamic NTK grows it past
@@ -95,11 +111,18 @@ impl Rotary {
     }
 
     /// cos, sin for positions `start .. start + len`, computed in f32 as transformers does.
-    pub fn tables(&self, start: usize, len: usize, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+    pub fn tables(
+        &self,
+        start: usize,
+        len: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
         let half = self.head_dim / 2;
         let base = self.base(start + len);
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / self.head_dim as f32)).collect();
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / self.head_dim as f32))
+            .collect();
         let mut cos = Vec::with_capacity(len * self.head_dim);
         let mut sin = Vec::with_capacity(len * self.head_dim);
         for t in start..start + len {
@@ -138,7 +161,9 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![LayerCache::default(); num_layers] }
+        Self {
+            layers: vec![LayerCache::default(); num_layers],
+        }
     }
 
     /// Number of positions already cached (the position of the next token).
@@ -171,7 +196,12 @@ pub struct DogeAttention {
 
 impl DogeAttention {
     pub fn load(cfg: &DogeConfig, vb: VarBuilder) -> Result<Self> {
-        let (d, h, kv, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        let (d, h, kv, hd) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
         let bias = cfg.attention_bias;
         Ok(Self {
             q_proj: linear(d, h * hd, bias, vb.pp("q_proj"))?,
@@ -191,15 +221,30 @@ impl DogeAttention {
     }
 
     /// x: [B, L, d], the normed hidden states of positions `past .. past + L`.
-    pub fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), cache: Option<&mut LayerCache>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        cache: Option<&mut LayerCache>,
+    ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let groups = h / kv;
 
         let heads = |t: Tensor, n: usize| t.reshape((b, l, n, hd));
-        let q = self.q_norm.forward(&heads(self.q_proj.forward(x)?, h)?)?.transpose(1, 2)?.contiguous()?;
-        let k = self.k_norm.forward(&heads(self.k_proj.forward(x)?, kv)?)?.transpose(1, 2)?.contiguous()?;
-        let v = heads(self.v_proj.forward(x)?, kv)?.transpose(1, 2)?.contiguous()?;
+        let q = self
+            .q_norm
+            .forward(&heads(self.q_proj.forward(x)?, h)?)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = self
+            .k_norm
+            .forward(&heads(self.k_proj.forward(x)?, kv)?)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = heads(self.v_proj.forward(x)?, kv)?
+            .transpose(1, 2)?
+            .contiguous()?;
         let q = apply_rotary(&q, &rope.0, &rope.1)?;
         let k = apply_rotary(&k, &rope.0, &rope.1)?;
 
@@ -210,7 +255,11 @@ impl DogeAttention {
                     None => (k, v, 0),
                     Some((pk, pv)) => {
                         let past = pk.dim(2)?;
-                        (Tensor::cat(&[&pk, &k], 2)?.contiguous()?, Tensor::cat(&[&pv, &v], 2)?.contiguous()?, past)
+                        (
+                            Tensor::cat(&[&pk, &k], 2)?.contiguous()?,
+                            Tensor::cat(&[&pv, &v], 2)?.contiguous()?,
+                            past,
+                        )
                     }
                 };
                 c.kv = Some((k.clone(), v.clone()));
@@ -222,7 +271,11 @@ impl DogeAttention {
         // Dynamic bias per kv head and key, from all (cached) values: exp(A * softplus(dt_proj(v))).
         let v_cat = v.transpose(1, 2)?.reshape((b, lk, kv * hd))?;
         let dt = self.dt_proj.forward(&v_cat)?; // [B, Lk, Hkv]
-        let bias = softplus(&dt)?.broadcast_mul(&self.a)?.exp()?.transpose(1, 2)?.contiguous()?; // [B, Hkv, Lk]
+        let bias = softplus(&dt)?
+            .broadcast_mul(&self.a)?
+            .exp()?
+            .transpose(1, 2)?
+            .contiguous()?; // [B, Hkv, Lk]
 
         // Which keys each query row keeps: causal (and sliding window), then the top keep_window_size
         // biases when the row sees more keys than that.
@@ -235,7 +288,9 @@ impl DogeAttention {
         })?; // u8 [B or 1, Hkv or 1, L, Lk]
         let shape = (b, kv, l, lk);
         let keep = keep.broadcast_as(shape)?;
-        let min = Tensor::new(MASK_VALUE, x.device())?.to_dtype(x.dtype())?.broadcast_as(shape)?;
+        let min = Tensor::new(MASK_VALUE, x.device())?
+            .to_dtype(x.dtype())?
+            .broadcast_as(shape)?;
         let mask = keep.where_cond(&bias.unsqueeze(2)?.broadcast_as(shape)?, &min)?;
 
         // Query head h reads kv head h / groups: fold the groups into the row axis instead of
@@ -245,7 +300,11 @@ impl DogeAttention {
         let scores = (q.matmul(&k.t()?)? * scaling)?.reshape((b, kv, groups, l, lk))?;
         let scores = scores.broadcast_add(&mask.unsqueeze(2)?)?;
         let probs = softmax_last_dim(&scores)?.reshape((b, kv, groups * l, lk))?;
-        let out = probs.matmul(&v)?.reshape((b, h, l, hd))?.transpose(1, 2)?.reshape((b, l, h * hd))?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, h, l, hd))?
+            .transpose(1, 2)?
+            .reshape((b, l, h * hd))?;
         self.o_proj.forward(&out)
     }
 }
@@ -314,13 +373,22 @@ impl Module for DogeCdMoe {
         let route = route_tokens(&logits, self.num_keys, self.top_k)?;
         let k = self.top_k;
         // Scores of the chosen experts, gathered from the logits so the router gets a gradient.
-        let scores = (logits.gather(&route.first_key, 1)? + logits.gather(&route.second_key, 1)?)?;
+        let scores =
+            (logits.gather(&route.first_key, 1)? + logits.gather(&route.second_key, 1)?)?;
         let mut weights = softmax_last_dim(&scores)?; // [N, k]
         if self.norm_topk_prob {
             weights = weights.broadcast_div(&weights.sum_keepdim(1)?)?;
         }
-        let down = self.down_embed.embeddings().index_select(&route.experts, 0)?.reshape((n, k, d))?;
-        let up = self.up_embed.embeddings().index_select(&route.experts, 0)?.reshape((n, k, d))?;
+        let down = self
+            .down_embed
+            .embeddings()
+            .index_select(&route.experts, 0)?
+            .reshape((n, k, d))?;
+        let up = self
+            .up_embed
+            .embeddings()
+            .index_select(&route.experts, 0)?
+            .reshape((n, k, d))?;
         let act = down.matmul(&flat.unsqueeze(2)?)?.squeeze(2)?.silu()?; // [N, k]
         let coef = (act * weights)?.unsqueeze(1)?; // [N, 1, k]
         let routed = coef.matmul(&up)?.squeeze(1)?; // [N, d]
@@ -366,16 +434,29 @@ impl DogeDecoderLayer {
             input_layernorm: RmsNorm::load(d, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             self_attn: DogeAttention::load(cfg, vb.pp("self_attn"))?,
             input_residual: vb.get(d, "input_residual")?,
-            post_attention_layernorm: RmsNorm::load(d, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            post_attention_layernorm: RmsNorm::load(
+                d,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
             mlp,
             post_attention_residual: vb.get(d, "post_attention_residual")?,
         })
     }
 
-    pub fn forward(&self, h: &Tensor, rope: &(Tensor, Tensor), cache: Option<&mut LayerCache>) -> Result<Tensor> {
-        let attn = self.self_attn.forward(&self.input_layernorm.forward(h)?, rope, cache)?;
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        rope: &(Tensor, Tensor),
+        cache: Option<&mut LayerCache>,
+    ) -> Result<Tensor> {
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(h)?, rope, cache)?;
         let h = (h.broadcast_mul(&self.input_residual)? + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
         h.broadcast_mul(&self.post_attention_residual)? + mlp
     }
 }
@@ -397,7 +478,11 @@ impl DogeForCausalLM {
         let (v, d) = (cfg.vocab_size, cfg.hidden_size);
         let m = vb.pp("model");
         let embed = m.pp("embed_tokens").get((v, d), "weight")?;
-        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { vb.pp("lm_head").get((v, d), "weight")? };
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            vb.pp("lm_head").get((v, d), "weight")?
+        };
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DogeDecoderLayer::load(cfg, m.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -428,7 +513,11 @@ impl DogeForCausalLM {
     }
 
     /// Final-normed hidden states [B, L, d] for `input_ids` [B, L] (u32), continuing `cache` when given.
-    pub fn hidden_states(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (_, l) = input_ids.dims2()?;
         let past = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
         let rope = self.rotary.tables(past, l, self.dtype(), self.device())?;
@@ -471,8 +560,12 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let logits = logits.narrow(1, 0, l - 1)?.reshape((b * (l - 1), v))?;
     let targets = labels.narrow(1, 1, l - 1)?.reshape(b * (l - 1))?;
     let valid = targets.ge(0i64)?;
-    let safe_targets = valid.where_cond(&targets, &targets.zeros_like()?)?.to_dtype(DType::U32)?;
-    let logp = log_softmax_last_dim(&logits)?.gather(&safe_targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let safe_targets = valid
+        .where_cond(&targets, &targets.zeros_like()?)?
+        .to_dtype(DType::U32)?;
+    let logp = log_softmax_last_dim(&logits)?
+        .gather(&safe_targets.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
     let valid_f = valid.to_dtype(logp.dtype())?;
     let count = valid_f.sum_all()?;
     (logp * valid_f)?.sum_all()?.neg()?.broadcast_div(&count)

@@ -46,7 +46,11 @@ pub fn attention_keep_mask(input: &KeepMaskInput) -> Result<Tensor> {
         return Tensor::from_vec(keep, (1, 1, l, lk), dev);
     }
 
-    let bias = input.bias.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let bias = input
+        .bias
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     let mut keep = vec![0u8; b * heads * l * lk];
     let mut order: Vec<usize> = Vec::with_capacity(lk);
     for bh in 0..b * heads {
@@ -85,7 +89,13 @@ mod tests {
     fn mask(bias: &[f32], l: usize, past: usize, window: usize) -> Vec<Vec<u8>> {
         let lk = bias.len();
         let t = Tensor::from_vec(bias.to_vec(), (1, 1, lk), &Device::Cpu).unwrap();
-        let input = KeepMaskInput { bias: &t, query_len: l, past, keep_window_size: window, sliding_window: None };
+        let input = KeepMaskInput {
+            bias: &t,
+            query_len: l,
+            past,
+            keep_window_size: window,
+            sliding_window: None,
+        };
         let m = attention_keep_mask(&input).unwrap();
         m.reshape((l, lk)).unwrap().to_vec2::<u8>().unwrap()
     }

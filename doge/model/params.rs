@@ -37,7 +37,12 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     fn new(name: String, shape: &[usize], init: Init, kind: Kind) -> Self {
-        Self { name, shape: shape.to_vec(), init, kind }
+        Self {
+            name,
+            shape: shape.to_vec(),
+            init,
+            kind,
+        }
     }
 
     /// transformers' weight-decay rule (names with bias / norm are not decayed).
@@ -50,49 +55,126 @@ impl ParamSpec {
 /// only for untied models.
 pub fn param_specs(cfg: &DogeConfig) -> Vec<ParamSpec> {
     let (v, d, ff) = (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size);
-    let (h, kv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
-    let mut out = vec![ParamSpec::new("model.embed_tokens.weight".into(), &[v, d], embedding_init(cfg), Kind::Embedding)];
+    let (h, kv, hd) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim(),
+    );
+    let mut out = vec![ParamSpec::new(
+        "model.embed_tokens.weight".into(),
+        &[v, d],
+        embedding_init(cfg),
+        Kind::Embedding,
+    )];
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let mut push = |suffix: &str, shape: &[usize], init: Init, kind: Kind| {
             out.push(ParamSpec::new(format!("{p}.{suffix}"), shape, init, kind))
         };
         push("input_layernorm.weight", &[d], Init::Ones, Kind::Norm);
-        for (proj, rows, cols) in [("q_proj", h * hd, d), ("k_proj", kv * hd, d), ("v_proj", kv * hd, d)] {
-            push(&format!("self_attn.{proj}.weight"), &[rows, cols], Init::Normal, Kind::Linear);
+        for (proj, rows, cols) in [
+            ("q_proj", h * hd, d),
+            ("k_proj", kv * hd, d),
+            ("v_proj", kv * hd, d),
+        ] {
+            push(
+                &format!("self_attn.{proj}.weight"),
+                &[rows, cols],
+                Init::Normal,
+                Kind::Linear,
+            );
             if cfg.attention_bias {
-                push(&format!("self_attn.{proj}.bias"), &[rows], Init::Zeros, Kind::Bias);
+                push(
+                    &format!("self_attn.{proj}.bias"),
+                    &[rows],
+                    Init::Zeros,
+                    Kind::Bias,
+                );
             }
         }
         push("self_attn.A", &[kv], Init::Zeros, Kind::DynamicA);
-        push("self_attn.dt_proj.weight", &[kv, kv * hd], Init::Normal, Kind::Linear);
+        push(
+            "self_attn.dt_proj.weight",
+            &[kv, kv * hd],
+            Init::Normal,
+            Kind::Linear,
+        );
         if cfg.attention_bias {
             push("self_attn.dt_proj.bias", &[kv], Init::Zeros, Kind::Bias);
         }
-        push("self_attn.o_proj.weight", &[d, h * hd], Init::Normal, Kind::Linear);
+        push(
+            "self_attn.o_proj.weight",
+            &[d, h * hd],
+            Init::Normal,
+            Kind::Linear,
+        );
         if cfg.attention_bias {
             push("self_attn.o_proj.bias", &[d], Init::Zeros, Kind::Bias);
         }
         push("self_attn.q_norm.weight", &[hd], Init::Ones, Kind::Norm);
         push("self_attn.k_norm.weight", &[hd], Init::Ones, Kind::Norm);
         push("input_residual", &[d], Init::Ones, Kind::Residual);
-        push("post_attention_layernorm.weight", &[d], Init::Ones, Kind::Norm);
-        for (proj, rows, cols) in [("gate_proj", ff, d), ("up_proj", ff, d), ("down_proj", d, ff)] {
-            push(&format!("mlp.{proj}.weight"), &[rows, cols], Init::Normal, Kind::Linear);
+        push(
+            "post_attention_layernorm.weight",
+            &[d],
+            Init::Ones,
+            Kind::Norm,
+        );
+        for (proj, rows, cols) in [
+            ("gate_proj", ff, d),
+            ("up_proj", ff, d),
+            ("down_proj", d, ff),
+        ] {
+            push(
+                &format!("mlp.{proj}.weight"),
+                &[rows, cols],
+                Init::Normal,
+                Kind::Linear,
+            );
             if cfg.mlp_bias {
-                push(&format!("mlp.{proj}.bias"), &[rows], Init::Zeros, Kind::Bias);
+                push(
+                    &format!("mlp.{proj}.bias"),
+                    &[rows],
+                    Init::Zeros,
+                    Kind::Bias,
+                );
             }
         }
         if cfg.is_moe {
-            push("mlp.router_gate.weight", &[2 * cfg.num_router_keys(), d], Init::Normal, Kind::Linear);
-            push("mlp.down_embed.weight", &[cfg.num_experts, d], Init::Normal, Kind::ExpertEmbedding);
-            push("mlp.up_embed.weight", &[cfg.num_experts, d], Init::Normal, Kind::ExpertEmbedding);
+            push(
+                "mlp.router_gate.weight",
+                &[2 * cfg.num_router_keys(), d],
+                Init::Normal,
+                Kind::Linear,
+            );
+            push(
+                "mlp.down_embed.weight",
+                &[cfg.num_experts, d],
+                Init::Normal,
+                Kind::ExpertEmbedding,
+            );
+            push(
+                "mlp.up_embed.weight",
+                &[cfg.num_experts, d],
+                Init::Normal,
+                Kind::ExpertEmbedding,
+            );
         }
         push("post_attention_residual", &[d], Init::Ones, Kind::Residual);
     }
-    out.push(ParamSpec::new("model.norm.weight".into(), &[d], Init::Ones, Kind::Norm));
+    out.push(ParamSpec::new(
+        "model.norm.weight".into(),
+        &[d],
+        Init::Ones,
+        Kind::Norm,
+    ));
     if !cfg.tie_word_embeddings {
-        out.push(ParamSpec::new("lm_head.weight".into(), &[v, d], Init::Normal, Kind::Linear));
+        out.push(ParamSpec::new(
+            "lm_head.weight".into(),
+            &[v, d],
+            Init::Normal,
+            Kind::Linear,
+        ));
     }
     out
 }
@@ -113,7 +195,10 @@ mod tests {
     fn specs_sum_to_the_closed_form_count() {
         for p in PRESETS {
             let cfg = p.config();
-            let n: u64 = param_specs(&cfg).iter().map(|s| s.shape.iter().product::<usize>() as u64).sum();
+            let n: u64 = param_specs(&cfg)
+                .iter()
+                .map(|s| s.shape.iter().product::<usize>() as u64)
+                .sum();
             assert_eq!(n, cfg.num_parameters(), "{}", p.name);
         }
     }

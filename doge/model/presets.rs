@@ -42,19 +42,35 @@ impl Preset {
     /// The build-time checks; `const _: () = P.check();` turns a failure into a compile error.
     pub const fn check(&self) {
         assert!(self.num_attention_heads > 0 && self.num_key_value_heads > 0);
-        assert!(self.head_dim() * self.num_attention_heads == self.hidden_size, "heads must divide hidden_size");
-        assert!(self.num_attention_heads % self.num_key_value_heads == 0, "kv heads must divide heads");
+        assert!(
+            self.head_dim() * self.num_attention_heads == self.hidden_size,
+            "heads must divide hidden_size"
+        );
+        assert!(
+            self.num_attention_heads % self.num_key_value_heads == 0,
+            "kv heads must divide heads"
+        );
         assert!(self.head_dim() % 2 == 0, "rotary needs an even head dim");
         assert!(self.keep_window_size > 0 && self.keep_window_size <= self.max_position_embeddings);
         if self.is_moe() {
             let k = isqrt(self.num_experts);
-            assert!(self.num_experts_per_tok > 0 && self.num_experts_per_tok <= k * k, "top-k exceeds reachable experts");
+            assert!(
+                self.num_experts_per_tok > 0 && self.num_experts_per_tok <= k * k,
+                "top-k exceeds reachable experts"
+            );
         } else {
             assert!(self.num_experts_per_tok == 0);
         }
     }
 
-    const fn dense(name: &'static str, d: usize, ff: usize, layers: usize, h: usize, kv: usize) -> Self {
+    const fn dense(
+        name: &'static str,
+        d: usize,
+        ff: usize,
+        layers: usize,
+        h: usize,
+        kv: usize,
+    ) -> Self {
         Preset {
             name,
             vocab_size: 32768,
@@ -71,7 +87,12 @@ impl Preset {
     }
 
     const fn with_experts(self, name: &'static str, experts: usize, per_tok: usize) -> Self {
-        Preset { name, num_experts: experts, num_experts_per_tok: per_tok, ..self }
+        Preset {
+            name,
+            num_experts: experts,
+            num_experts_per_tok: per_tok,
+            ..self
+        }
     }
 
     /// The full config, with the seed's shared settings (tied embeddings, dynamic-NTK RoPE, Doge
@@ -95,8 +116,16 @@ impl Preset {
                 original_max_position_embeddings: Some(self.max_position_embeddings),
             },
             is_moe: self.is_moe(),
-            num_experts: if self.is_moe() { self.num_experts } else { d.num_experts },
-            num_experts_per_tok: if self.is_moe() { self.num_experts_per_tok } else { d.num_experts_per_tok },
+            num_experts: if self.is_moe() {
+                self.num_experts
+            } else {
+                d.num_experts
+            },
+            num_experts_per_tok: if self.is_moe() {
+                self.num_experts_per_tok
+            } else {
+                d.num_experts_per_tok
+            },
             bos_token_id: Some(0),
             eos_token_id: Some(1),
             pad_token_id: Some(2),
@@ -155,7 +184,10 @@ const _: () = {
 
 /// Looks a preset up by name, case-insensitively (`Doge-60M` and `doge-60m` both work).
 pub fn preset(name: &str) -> Option<Preset> {
-    PRESETS.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+    PRESETS
+        .iter()
+        .copied()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
 }
 
 pub fn preset_names() -> Vec<&'static str> {

@@ -36,7 +36,11 @@ pub fn route_one(x: &[f64], y: &[f64], k: usize) -> Vec<(usize, usize)> {
         }
     }
     candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    candidates.into_iter().take(k).map(|(_, _, a, b)| (a, b)).collect()
+    candidates
+        .into_iter()
+        .take(k)
+        .map(|(_, _, a, b)| (a, b))
+        .collect()
 }
 
 /// Routes every row of `logits` [N, 2K].
@@ -45,9 +49,16 @@ pub fn route_tokens(logits: &Tensor, num_keys: usize, k: usize) -> Result<Route>
     if width != 2 * num_keys {
         candle_core::bail!("router logits have {width} columns, expected 2 * {num_keys}");
     }
-    let values = logits.detach().to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let (mut first, mut second, mut experts) =
-        (Vec::with_capacity(n * k), Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+    let values = logits
+        .detach()
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let (mut first, mut second, mut experts) = (
+        Vec::with_capacity(n * k),
+        Vec::with_capacity(n * k),
+        Vec::with_capacity(n * k),
+    );
     for row in values.chunks_exact(width) {
         let (x, y) = row.split_at(num_keys);
         for (a, b) in route_one(x, y, k) {
@@ -86,7 +97,9 @@ mod tests {
     fn pruned_search_equals_brute_force() {
         let mut seed = 7u64;
         let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
         };
         for k in [1, 2, 3, 7, 16, 25] {

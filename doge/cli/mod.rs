@@ -1,0 +1,6 @@
+//! The `doge` subcommands that work on a model directory.
+
+pub mod convert;
+pub mod generate;
+pub mod io;
+pub mod score;
