@@ -52,16 +52,16 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     pub fn settings(&self, eos: Option<u32>) -> Result<GenerationSettings> {
-        if !(self.temperature > 0.0) {
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             bail!(
                 "--temperature {}: must be > 0 (use --greedy for argmax)",
                 self.temperature
             );
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        if !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
             bail!("--top-p {}: must be in (0, 1]", self.top_p);
         }
-        if !(self.repetition_penalty > 0.0) {
+        if self.repetition_penalty.is_nan() || self.repetition_penalty <= 0.0 {
             bail!(
                 "--repetition-penalty {}: must be > 0",
                 self.repetition_penalty

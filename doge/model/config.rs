@@ -251,19 +251,19 @@ impl DogeConfig {
         if h == 0 || kv == 0 {
             return Err(field_err("num_attention_heads", "heads must be at least 1"));
         }
-        if h % kv != 0 {
+        if !h.is_multiple_of(kv) {
             return Err(field_err(
                 "num_key_value_heads",
                 format!("{kv} kv heads do not divide {h} attention heads"),
             ));
         }
-        if self.head_dim.is_none() && self.hidden_size % h != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(h) {
             return Err(field_err(
                 "num_attention_heads",
                 format!("{h} heads do not divide hidden_size {}", self.hidden_size),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(field_err(
                 "head_dim",
                 format!("rotary needs an even head dim, found {}", self.head_dim()),

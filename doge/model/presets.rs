@@ -47,10 +47,14 @@ impl Preset {
             "heads must divide hidden_size"
         );
         assert!(
-            self.num_attention_heads % self.num_key_value_heads == 0,
+            self.num_attention_heads
+                .is_multiple_of(self.num_key_value_heads),
             "kv heads must divide heads"
         );
-        assert!(self.head_dim() % 2 == 0, "rotary needs an even head dim");
+        assert!(
+            self.head_dim().is_multiple_of(2),
+            "rotary needs an even head dim"
+        );
         assert!(self.keep_window_size > 0 && self.keep_window_size <= self.max_position_embeddings);
         if self.is_moe() {
             let k = isqrt(self.num_experts);

@@ -1,0 +1,7 @@
+//! Training: the optimizer, learning-rate schedules, checkpoints with exact resume, and the loop.
+
+pub mod optimizer;
+pub mod pretrain;
+pub mod rows;
+pub mod schedule;
+pub mod state;
