@@ -2,7 +2,10 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod data;
 pub mod experiment;
 pub mod generate;
 pub mod model;
+pub mod registry;
 pub mod score;
+pub mod train;

@@ -18,6 +18,12 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Re-save a checkpoint in the Hugging Face layout (optionally as bf16/f16).
     Convert(cli::convert::ConvertArgs),
+    /// Experiments: check a KDL experiment file, plan its sweep.
+    Exp(doge::experiment::cli::ExpArgs),
+    /// Data: prepare an experiment's tokens, benchmark tokenization, train a tokenizer.
+    Data(doge::data::cli::DataArgs),
+    /// Print the JSON Schema of experiment files (schemas/experiment.schema.json).
+    Schema,
 }
 
 fn main() -> ExitCode {
@@ -26,7 +32,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // `{:#}` prints the whole context chain on one line, without a backtrace.
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 130 = terminated by Ctrl-C, as shells report it.
+            match e.downcast_ref::<doge::train::runner::Interrupted>() {
+                Some(_) => ExitCode::from(130),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -36,5 +46,11 @@ fn run(parsed: Cli) -> anyhow::Result<()> {
         Command::Score(args) => cli::score::run(&args),
         Command::Generate(args) => cli::generate::run(&args),
         Command::Convert(args) => cli::convert::run(&args),
+        Command::Exp(args) => doge::experiment::cli::run(&args),
+        Command::Data(args) => doge::data::cli::run(&args),
+        Command::Schema => {
+            doge::experiment::cli::print_schema();
+            Ok(())
+        }
     }
 }

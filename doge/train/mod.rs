@@ -1,7 +1,9 @@
 //! Training: the optimizer, learning-rate schedules, checkpoints with exact resume, and the loop.
 
+pub mod data_bridge;
 pub mod optimizer;
 pub mod pretrain;
 pub mod rows;
+pub mod runner;
 pub mod schedule;
 pub mod state;

@@ -14,6 +14,7 @@ use super::rows::TokenRows;
 use super::schedule::Schedule;
 use super::state::{self, TrainerState};
 use crate::checkpoint::Checkpoint;
+use crate::model::doge::IGNORE_INDEX;
 use crate::model::params::param_specs;
 use crate::model::{causal_lm_loss, DogeForCausalLM};
 
@@ -100,38 +101,44 @@ fn make_trainer(weights: Checkpoint, s: &StageSettings) -> Result<Trainer> {
     })
 }
 
-/// Reads `count` rows starting at row `start` (wrapping around the data: a new epoch) as a
-/// [count, row_len] u32 tensor.
+/// Reads `count` rows starting at row `start` (wrapping around the data: a new epoch): the
+/// [count, row_len] u32 inputs and their i64 labels (padding after a row's real tokens is -100).
 fn batch(
     rows: &dyn TokenRows,
     start: u64,
     count: usize,
     test: bool,
     dev: &candle_core::Device,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Tensor)> {
     let n = if test {
         rows.num_test_rows()
     } else {
         rows.num_train_rows()
     } as u64;
-    let mut flat = Vec::with_capacity(count * rows.row_len());
+    let width = rows.row_len();
+    let mut ids = Vec::with_capacity(count * width);
+    let mut labels = Vec::with_capacity(count * width);
     for k in 0..count as u64 {
         let i = ((start + k) % n) as usize;
-        let row = if test {
-            rows.test_row(i)?
+        let (row, len) = if test {
+            (rows.test_row(i)?, rows.test_len(i))
         } else {
-            rows.train_row(i)?
+            (rows.train_row(i)?, rows.train_len(i))
         };
-        if row.len() != rows.row_len() {
-            bail!(
-                "row {i} has {} tokens, expected {}",
-                row.len(),
-                rows.row_len()
-            );
+        if row.len() != width {
+            bail!("row {i} has {} tokens, expected {width}", row.len());
         }
-        flat.extend(row);
+        labels.extend(
+            row.iter()
+                .enumerate()
+                .map(|(j, &t)| if j < len { t as i64 } else { IGNORE_INDEX }),
+        );
+        ids.extend(row);
     }
-    Ok(Tensor::from_vec(flat, (count, rows.row_len()), dev)?)
+    Ok((
+        Tensor::from_vec(ids, (count, width), dev)?,
+        Tensor::from_vec(labels, (count, width), dev)?,
+    ))
 }
 
 /// Mean next-token loss over all held-out rows.
@@ -141,9 +148,8 @@ pub fn eval_loss(model: &DogeForCausalLM, rows: &dyn TokenRows, batch_size: usiz
     let mut start = 0;
     while start < n {
         let k = batch_size.min(n - start);
-        let ids = batch(rows, start as u64, k, true, model.device())?;
-        let logits = model.forward(&ids, None)?;
-        let loss = causal_lm_loss(&logits, &ids.to_dtype(DType::I64)?)?
+        let (ids, labels) = batch(rows, start as u64, k, true, model.device())?;
+        let loss = causal_lm_loss(&model.forward(&ids, None)?, &labels)?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
         sum += loss * k as f64;
@@ -227,8 +233,8 @@ pub fn train(
         let mut loss_sum = 0f64;
         for micro in 0..s.grad_accum {
             let first = t.state.rows_consumed + (micro * s.batch_size) as u64;
-            let ids = batch(rows, first, s.batch_size, false, &dev)?;
-            let loss = causal_lm_loss(&t.model.forward(&ids, None)?, &ids.to_dtype(DType::I64)?)?;
+            let (ids, labels) = batch(rows, first, s.batch_size, false, &dev)?;
+            let loss = causal_lm_loss(&t.model.forward(&ids, None)?, &labels)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let store = (loss / s.grad_accum as f64)?.backward()?;
             t.opt.accumulate(&mut grads, &store)?;

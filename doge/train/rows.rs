@@ -11,6 +11,15 @@ pub trait TokenRows {
     fn train_row(&self, i: usize) -> Result<Vec<u32>>;
     fn num_test_rows(&self) -> usize;
     fn test_row(&self, i: usize) -> Result<Vec<u32>>;
+    /// Real tokens of a row; the rest is padding that carries no loss (unpacked data).
+    fn train_len(&self, i: usize) -> usize {
+        let _ = i;
+        self.row_len()
+    }
+    fn test_len(&self, i: usize) -> usize {
+        let _ = i;
+        self.row_len()
+    }
 }
 
 /// Rows held in memory (tests, and small pre-tokenized inputs).

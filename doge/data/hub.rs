@@ -1,0 +1,229 @@
+//! Hugging Face hub access (datasets and tokenizers) through `hf-hub`, with an offline mode.
+//!
+//! Online, files are downloaded into the hub cache (`$HF_HOME/hub`, default
+//! `~/.cache/huggingface/hub`) and reused from there. Offline (`HF_HUB_OFFLINE=1`, or
+//! `--offline`), only that cache is read, so a machine without network works from files copied
+//! into the cache or from local paths.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Cache, Repo, RepoType};
+
+/// Where and how to reach the hub.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Read only the local cache.
+    pub offline: bool,
+    /// The hub cache directory (`.../huggingface/hub`).
+    pub cache_dir: PathBuf,
+}
+
+impl HubOptions {
+    /// From the environment, as the Python tools do: `HF_HUB_OFFLINE` (`1`/`true`/`yes`) and
+    /// `HF_HOME`.
+    pub fn from_env() -> Self {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            })
+            .unwrap_or(false);
+        HubOptions {
+            offline,
+            cache_dir: Cache::from_env().path().clone(),
+        }
+    }
+
+    fn cache(&self) -> Cache {
+        Cache::new(self.cache_dir.clone())
+    }
+
+    fn repo(&self, id: &str, kind: RepoType, revision: Option<&str>) -> Repo {
+        Repo::with_revision(id.to_string(), kind, revision.unwrap_or("main").to_string())
+    }
+}
+
+/// One file of a model repository (a tokenizer's `tokenizer.json`), from the cache or the hub.
+pub fn model_file(
+    id: &str,
+    revision: Option<&str>,
+    file: &str,
+    opts: &HubOptions,
+) -> Result<PathBuf> {
+    let repo = opts.repo(id, RepoType::Model, revision);
+    if let Some(p) = opts.cache().repo(repo.clone()).get(file) {
+        return Ok(p);
+    }
+    let rev = revision.unwrap_or("main");
+    if opts.offline {
+        bail!(
+            "offline (HF_HUB_OFFLINE): `{file}` of `{id}` (revision {rev}) is not in the hub cache {}; \
+             put a copy of the tokenizer folder (tokenizer.json, tokenizer_config.json) on this machine and \
+             give its path (tokenizer \"./path/to/tokenizer\"), or fetch it once with network",
+            opts.cache_dir.display()
+        );
+    }
+    let api = ApiBuilder::from_cache(opts.cache())
+        .with_progress(false)
+        .build()
+        .context("starting the hub client")?;
+    api.repo(repo).get(file).with_context(|| {
+        format!(
+            "could not fetch `{file}` of `{id}` (revision {rev}) from the hub; without network, set HF_HUB_OFFLINE=1 \
+             and place the file in the hub cache {}, or point at a local copy (tokenizer \"./path/to/tokenizer\")",
+            opts.cache_dir.display()
+        )
+    })
+}
+
+/// The data files of one configuration and split of a hub dataset, downloaded (online) or found
+/// in the cache (offline), in name order. Files are `.parquet`, `.jsonl` or `.json` under a
+/// folder named after the configuration whose name starts with or contains the split.
+pub fn dataset_files(
+    id: &str,
+    revision: Option<&str>,
+    subset: Option<&str>,
+    split: &str,
+    opts: &HubOptions,
+) -> Result<Vec<PathBuf>> {
+    let repo = opts.repo(id, RepoType::Dataset, revision);
+    let rev = revision.unwrap_or("main");
+    let pattern = match subset {
+        Some(s) => format!("{s}/*{split}*.parquet|jsonl|json"),
+        None => format!("*{split}*.parquet|jsonl|json"),
+    };
+    if opts.offline {
+        let files = cached_snapshot_files(&opts.cache_dir, &repo)?;
+        let picked = pick(&files, subset, split);
+        if picked.is_empty() {
+            bail!(
+                "offline (HF_HUB_OFFLINE): no cached files of dataset `{id}` (revision {rev}) match `{pattern}` in the hub cache {}; \
+                 tried to find them under {}; download them where there is network (e.g. `huggingface-cli download --repo-type dataset {id} --include '{}*'`) \
+                 and copy the cache here, or point `source` at a local copy of the files (source \"./data/{}\")",
+                opts.cache_dir.display(),
+                opts.cache_dir.join(repo.folder_name()).join("snapshots").display(),
+                subset.map(|s| format!("{s}/")).unwrap_or_default(),
+                subset.unwrap_or("train.parquet"),
+            );
+        }
+        let snap = snapshot_dir(&opts.cache_dir, &repo)?;
+        return Ok(picked.into_iter().map(|f| snap.join(f)).collect());
+    }
+    let api = ApiBuilder::from_cache(opts.cache())
+        .with_progress(true)
+        .build()
+        .context("starting the hub client")?;
+    let api_repo = api.repo(repo.clone());
+    let info = api_repo.info().with_context(|| {
+        format!(
+            "could not list the files of dataset `{id}` (revision {rev}) from the hub (tried {}); without network, \
+             set HF_HUB_OFFLINE=1 to use the hub cache {}, or point `source` at a local copy of the files",
+            api_repo.url("").trim_end_matches('/'),
+            opts.cache_dir.display()
+        )
+    })?;
+    let names: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let picked = pick(&names, subset, split);
+    if picked.is_empty() {
+        bail!("dataset `{id}` (revision {rev}) has no files matching `{pattern}`; check `subset` and `split`");
+    }
+    picked
+        .iter()
+        .map(|f| {
+            api_repo.get(f).with_context(|| {
+                format!(
+                    "could not fetch `{f}` of dataset `{id}` (revision {rev}); without network, set HF_HUB_OFFLINE=1 and \
+                     place it in the hub cache {}, or point `source` at a local copy (source \"./{f}\")",
+                    opts.cache_dir.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Data files of `subset` and `split` among repository paths, sorted.
+fn pick(files: &[String], subset: Option<&str>, split: &str) -> Vec<String> {
+    let mut out: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            [".parquet", ".jsonl", ".json"]
+                .iter()
+                .any(|e| f.ends_with(e))
+        })
+        .filter(|f| subset.is_none_or(|s| f.split('/').rev().skip(1).any(|dir| dir == s)))
+        .filter(|f| {
+            let name = f.rsplit('/').next().unwrap_or(f);
+            let dir_is_split = f.split('/').rev().skip(1).any(|d| d == split);
+            name.contains(split) || dir_is_split
+        })
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
+fn snapshot_dir(cache_dir: &Path, repo: &Repo) -> Result<PathBuf> {
+    let root = cache_dir.join(repo.folder_name());
+    let rev = repo.revision();
+    let ref_file = root.join("refs").join(rev);
+    // A full commit hash names its snapshot directly; a branch or tag goes through refs/.
+    let commit = match std::fs::read_to_string(&ref_file) {
+        Ok(c) => c.trim().to_string(),
+        Err(_) if rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()) => rev.to_string(),
+        Err(_) => bail!(
+            "offline (HF_HUB_OFFLINE): `{}` (revision {rev}) is not in the hub cache: {} is missing; download it \
+             where there is network and copy the cache here, or point `source` at a local copy of the files",
+            repo.url(),
+            ref_file.display()
+        ),
+    };
+    Ok(root.join("snapshots").join(commit))
+}
+
+fn cached_snapshot_files(cache_dir: &Path, repo: &Repo) -> Result<Vec<String>> {
+    let snap = snapshot_dir(cache_dir, repo)?;
+    let mut out = Vec::new();
+    let mut stack = vec![snap.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading the hub cache folder {}", dir.display()))?;
+        for e in entries {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(&snap) {
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn picks_subset_and_split() {
+        let files: Vec<String> = [
+            "README.md",
+            "fineweb-edu-dedup/train-00000-of-00234.parquet",
+            "fineweb-edu-dedup/train-00001-of-00234.parquet",
+            "cosmopedia-v2/train-00000-of-00104.parquet",
+            "data/test-00000.jsonl",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(pick(&files, Some("fineweb-edu-dedup"), "train").len(), 2);
+        assert_eq!(
+            pick(&files, Some("cosmopedia-v2"), "train"),
+            vec!["cosmopedia-v2/train-00000-of-00104.parquet"]
+        );
+        assert_eq!(pick(&files, None, "test"), vec!["data/test-00000.jsonl"]);
+    }
+}

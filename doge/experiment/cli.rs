@@ -1,0 +1,263 @@
+//! `doge exp check|plan` and `doge schema`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::error::Errors;
+use super::registry::status;
+use super::schema::{schema_text, Shape};
+use super::spec::is_local;
+use super::sweep::describe;
+use super::types::{Experiment, StageKind};
+use super::{plan, print, run_id, Run};
+
+#[derive(Args, Debug)]
+pub struct ExpArgs {
+    #[command(subcommand)]
+    pub command: ExpCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExpCommand {
+    /// Validate an experiment and print it resolved, with parameter counts and token estimates.
+    Check(FileArgs),
+    /// List the runs of an experiment's sweep, one line each: id, status and the swept values.
+    Plan(FileArgs),
+    /// Run the experiment's stages (every run of its sweep). Rerunning continues an interrupted
+    /// run from its newest checkpoint and skips finished runs.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The experiment file (KDL).
+    pub file: PathBuf,
+    /// Override a key, e.g. `--set stage.pretrain.lr=6e-3` (repeatable, applied in order).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from the newest checkpoint (also what a plain rerun does; kept for clarity).
+    #[arg(long)]
+    pub resume: bool,
+    /// Overrides the experiment's `device` (`cpu`, `cuda:N`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FileArgs {
+    /// The experiment file (KDL).
+    pub file: PathBuf,
+    /// Override a key, e.g. `--set stage.pretrain.lr=6e-3` (repeatable, applied in order).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the resolved experiment as canonical JSON instead of KDL (`check` only).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
+    let f = match &args.command {
+        ExpCommand::Run(r) => {
+            let opts = crate::train::runner::RunOptions {
+                sets: r.set.clone(),
+                device: r.device.clone(),
+                quiet: r.quiet,
+            };
+            return crate::train::runner::run_file(&r.file, &opts);
+        }
+        ExpCommand::Check(f) | ExpCommand::Plan(f) => f,
+    };
+    let (exp, runs) = plan(&f.file, &f.set).map_err(|e| report(&f.file, e))?;
+    let text = match &args.command {
+        ExpCommand::Check(_) if f.json => {
+            serde_json::to_string_pretty(&super::canonical_json(&exp))? + "\n"
+        }
+        ExpCommand::Check(_) => check_text(&f.file, &exp, &runs),
+        ExpCommand::Plan(_) => plan_text(&exp, &runs),
+        ExpCommand::Run(_) => unreachable!("handled above"),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `doge schema`.
+pub fn print_schema() {
+    print!("{}", schema_text());
+}
+
+fn report(file: &Path, errors: Errors) -> anyhow::Error {
+    eprint!("{errors}");
+    let n = errors.0.len();
+    anyhow::anyhow!(
+        "{}: {n} error{} in the experiment; nothing was run",
+        file.display(),
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// 13118728 -> "13,118,728".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn short(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        n => format!("{:.1}K", n as f64 / 1e3),
+    }
+}
+
+/// The text `doge exp check` prints.
+pub fn check_text(file: &Path, exp: &Experiment, runs: &[Run]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "ok: {} is valid: `{}`, run id {}",
+        file.display(),
+        exp.name,
+        run_id(exp)
+    );
+    let _ = writeln!(o, "{}", model_line(exp));
+    let mut total = 0u64;
+    let mut open_ended = false;
+    for (i, s) in exp.stages.iter().enumerate() {
+        let data = exp.stage_data(s);
+        let what = match (s.kind, s.max_steps, s.max_tokens, s.epochs) {
+            (StageKind::Eval, ..) => "evaluation, no training".to_string(),
+            (_, Some(steps), ..) => format!(
+                "{} steps x {} tokens/step (batch {} x accum {} x seq {}) = {} tokens ({})",
+                thousands(steps),
+                thousands(s.tokens_per_step(data)),
+                s.batch_size,
+                s.grad_accum,
+                thousands(data.seq_len as u64),
+                thousands(steps * s.tokens_per_step(data)),
+                short(steps * s.tokens_per_step(data))
+            ),
+            (_, None, Some(t), _) => format!("{} tokens ({})", thousands(t), short(t)),
+            (_, None, None, Some(e)) => {
+                format!(
+                    "{e} epochs of its data, {} tokens/step (total known once the data is read)",
+                    thousands(s.tokens_per_step(data))
+                )
+            }
+            _ => String::new(),
+        };
+        if let Some(t) = s.planned_tokens(data) {
+            total += t;
+        } else if s.kind.trains() {
+            open_ended = true;
+        }
+        let _ = writeln!(
+            o,
+            "stage {} `{}` ({}): {what}",
+            i + 1,
+            s.id(),
+            s.kind.as_str()
+        );
+    }
+    let more = if open_ended {
+        " + the epoch-based stages"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        o,
+        "estimated training tokens: {} ({}){more}",
+        thousands(total),
+        short(total)
+    );
+    if exp.sweep.is_some() {
+        let _ = writeln!(
+            o,
+            "sweep: {} runs, all valid (`doge exp plan {}` lists them)",
+            runs.len(),
+            file.display()
+        );
+    }
+    for w in warnings(exp) {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    let _ = writeln!(o, "\n// resolved (every default filled in)");
+    o.push_str(&print::to_kdl(exp, &Shape::default()));
+    o
+}
+
+fn model_line(exp: &Experiment) -> String {
+    let m = &exp.model;
+    let what = match (&m.preset, &m.init) {
+        (Some(p), Some(i)) => format!("preset {p}, weights from {i}"),
+        (Some(p), None) => format!("preset {p}"),
+        (None, Some(i)) => format!("from {i}"),
+        (None, None) => "explicit dims".into(),
+    };
+    match m.to_config(&exp.base_dir) {
+        Ok(Some(c)) if c.is_moe => format!(
+            "model: {what}: {} parameters, {} active per token (MoE, {} experts, {} per token)",
+            thousands(c.num_parameters()),
+            thousands(c.num_active_parameters()),
+            c.num_experts,
+            c.num_experts_per_tok
+        ),
+        Ok(Some(c)) => format!(
+            "model: {what}: {} parameters",
+            thousands(c.num_parameters())
+        ),
+        _ => format!("model: {what}: parameters known once the checkpoint's config.json is read"),
+    }
+}
+
+/// Local files that do not exist (yet): not errors, since data may be prepared later.
+fn warnings(exp: &Experiment) -> Vec<String> {
+    let mut paths: Vec<(&str, &str)> = vec![("tokenizer", &exp.tokenizer)];
+    if let Some(i) = &exp.model.init {
+        paths.push(("model.init", i));
+    }
+    let stage_sources = exp.stages.iter().filter_map(|s| s.data.as_ref());
+    for d in std::iter::once(&exp.data).chain(stage_sources) {
+        paths.extend(d.sources.iter().map(|s| ("data source", s.from.as_str())));
+    }
+    paths
+        .into_iter()
+        .filter(|(_, p)| is_local(p) && !exp.local_path(p).exists())
+        .map(|(what, p)| format!("{what} {p} does not exist yet"))
+        .collect()
+}
+
+/// The text `doge exp plan` prints: one line per run with its status in the registry, so a
+/// rerun sweep shows what is already done.
+pub fn plan_text(exp: &Experiment, runs: &[Run]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}: {} run{}",
+        exp.name,
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" }
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "{:>4}  {}  {:<7}  {}",
+            i + 1,
+            r.id,
+            status(&r.experiment).as_str(),
+            describe(r)
+        );
+    }
+    o
+}

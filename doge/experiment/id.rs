@@ -1,0 +1,61 @@
+//! Run ids: a short hash of the canonical JSON of the resolved config.
+//!
+//! Canonical = every default filled in (the typed value serialized), keys sorted, eval stages
+//! without training keys. Left out, because they do not change what is computed: `description`,
+//! `registry` and `sweep` (a sweep's runs carry their values already).
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::types::{Experiment, StageKind};
+
+/// The resolved experiment as JSON, as `doge exp check --json` prints it.
+pub fn canonical_json(exp: &Experiment) -> Value {
+    let mut v = serde_json::to_value(exp).expect("an experiment serializes");
+    if let Some(Value::Array(stages)) = v.get_mut("stage") {
+        for (stage, typed) in stages.iter_mut().zip(&exp.stages) {
+            if typed.kind == StageKind::Eval {
+                if let Value::Object(m) = stage {
+                    m.retain(|k, _| EVAL_KEYS.contains(&k.as_str()));
+                }
+            }
+        }
+    }
+    sorted(v)
+}
+
+/// What an eval stage uses; the training keys it also has as defaults are noise.
+pub(crate) const EVAL_KEYS: [&str; 7] = [
+    "kind",
+    "name",
+    "init",
+    "data",
+    "batch-size",
+    "log-every",
+    "tasks",
+];
+
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> =
+                m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect::<Map<_, _>>())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// 12 hex digits of SHA-256 over the canonical JSON, minus the keys that do not affect results.
+pub fn run_id(exp: &Experiment) -> String {
+    let mut v = canonical_json(exp);
+    if let Value::Object(m) = &mut v {
+        for k in ["description", "registry", "sweep"] {
+            m.remove(k);
+        }
+    }
+    let digest = Sha256::digest(v.to_string().as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,88 @@
+//! Typed KDL experiments: one file says what to train, on what, how, and what to sweep.
+//!
+//! Pipeline (one module per step, README.md beside this file documents the format):
+//! `kdl` (KDL text -> origin-tracking tree, checked against the schema) -> `resolve` (`extends`,
+//! local paths, `--set`) -> `types` via serde -> `validate` (ranges, relations, model dims) ->
+//! `sweep` (runs) -> `id` (run ids). Every error carries file:line:column and the key.
+
+pub mod cli;
+pub mod error;
+pub mod id;
+mod kdl;
+pub mod print;
+pub mod registry;
+pub mod resolve;
+pub mod schema;
+pub mod spec;
+pub mod sweep;
+mod tree;
+pub mod types;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{Error, Errors};
+pub use id::{canonical_json, run_id};
+pub use sweep::Run;
+pub use types::*;
+
+/// The registry directory when an experiment names none (relative to the current directory).
+pub const DEFAULT_REGISTRY: &str = "registry";
+
+/// Reads, resolves and checks an experiment file with `--set` overrides applied in order.
+/// A sweep stays unexpanded in `Experiment::sweep`; see [`plan`].
+pub fn load(path: &Path, sets: &[String]) -> Result<Experiment, Errors> {
+    let loaded = resolve::load(path, sets)?;
+    resolve::finish(&loaded, &loaded.tree)
+}
+
+/// The experiment and its runs (one run when it has no sweep), every run checked.
+pub fn plan(path: &Path, sets: &[String]) -> Result<(Experiment, Vec<Run>), Errors> {
+    let loaded = resolve::load(path, sets)?;
+    let exp = resolve::finish(&loaded, &loaded.tree)?;
+    let runs = sweep::expand(&loaded, &exp)?;
+    Ok((exp, runs))
+}
+
+/// The KDL -> JSON mapping of a file after `extends` and `--set`, before defaults and checks
+/// (what an editor's schema validation sees, modulo `extends`).
+pub fn to_json(path: &Path, sets: &[String]) -> Result<serde_json::Value, Errors> {
+    Ok(resolve::load(path, sets)?.tree.to_json())
+}
+
+impl Experiment {
+    /// The data a stage reads: its own block (already merged over the experiment's) or the
+    /// experiment's.
+    pub fn stage_data<'a>(&'a self, stage: &'a Stage) -> &'a Data {
+        stage.data.as_ref().unwrap_or(&self.data)
+    }
+
+    /// A local path of the experiment (relative to the experiment file) as a usable path.
+    pub fn local_path(&self, p: &str) -> PathBuf {
+        self.base_dir.join(p)
+    }
+
+    /// The registry directory this experiment's runs are recorded in.
+    pub fn registry_dir(&self) -> PathBuf {
+        match &self.registry {
+            Some(p) => self.local_path(p),
+            None => PathBuf::from(DEFAULT_REGISTRY),
+        }
+    }
+}
+
+impl Stage {
+    /// Tokens one optimizer step sees (sequences per step x sequence length).
+    pub fn tokens_per_step(&self, data: &Data) -> u64 {
+        (self.batch_size * self.grad_accum * data.seq_len) as u64
+    }
+
+    /// Tokens the stage will train on, when its length says so (not for `epochs`).
+    pub fn planned_tokens(&self, data: &Data) -> Option<u64> {
+        match (self.max_steps, self.max_tokens) {
+            (Some(steps), _) => Some(steps * self.tokens_per_step(data)),
+            (None, Some(tokens)) => Some(tokens),
+            _ => None,
+        }
+    }
+}

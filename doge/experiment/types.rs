@@ -1,0 +1,425 @@
+//! The experiment as typed values: what the runner reads after a KDL file is resolved.
+//!
+//! Keys are kebab-case so that a KDL node name, a JSON key and a `--set` path segment are the same
+//! string. Every field that has a sensible default declares it here, so the resolved experiment
+//! (and its run id) spells out every value that the runner uses.
+//!
+//! Schema extensions read by the KDL mapping (`schema.rs`):
+//! - `x-kdl-arg`: the field that a node's first argument sets (`stage "sft"` sets `kind`).
+//! - `x-path`: `local` (always a path) or `local-or-hub` (a path when it starts with `./`, `../`
+//!   or `/`, else a Hugging Face hub id). Local paths are rebased onto the top experiment file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One experiment: a model, its data and the stages that train or evaluate it, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "Doge experiment")]
+pub struct Experiment {
+    /// Short name (letters, digits, `-`, `_`, `.`) of the experiment in the registry.
+    pub name: String,
+    /// Free text for the reader; not part of the run id.
+    #[serde(default)]
+    pub description: String,
+    /// Seed of weight init, data order within a stage and dropout.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `auto` (CUDA when built with it and present, else CPU), `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// The registry directory (run directories, `doge.sqlite`), relative to the experiment file;
+    /// unset = `registry` in the current directory. Not part of the run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-path" = "local"))]
+    pub registry: Option<String>,
+    pub model: ModelSpec,
+    /// tokenizer.json path, or a hub id whose tokenizer.json is used.
+    #[serde(default = "default_tokenizer")]
+    #[schemars(extend("x-path" = "local-or-hub"))]
+    pub tokenizer: String,
+    /// The data of every stage that does not have its own `data` block.
+    #[serde(default)]
+    pub data: Data,
+    /// Stages run in file order; each starts from the weights the previous one ended with.
+    #[serde(rename = "stage")]
+    pub stages: Vec<Stage>,
+    /// Expands this experiment into several runs (`doge exp plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
+    /// Directory of the top experiment file: relative paths above are relative to it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// The model: a preset, explicit dims, or a checkpoint to start from, with per-field overrides.
+///
+/// After resolution every dim is filled in, except when the dims come from a hub checkpoint
+/// that has not been downloaded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("x-kdl-arg" = "preset"))]
+pub struct ModelSpec {
+    /// A name from `doge::model::PRESETS` (`doge-20m`, `doge-moe-80m`, `doge-tiny`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Start from these weights: a checkpoint directory or a hub id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-path" = "local-or-hub"))]
+    pub init: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
+    /// Dynamic-mask attention top-k width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_window_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_positions: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// Tie the output head to the embedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_bias: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_bias: Option<bool>,
+    /// Routed experts of every layer's CDMoE; 0 = dense MLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experts: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experts_per_tok: Option<usize>,
+}
+
+/// Where the tokens come from and how they are cut into sequences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Data {
+    /// Sources, mixed by weight.
+    #[serde(rename = "source", default)]
+    pub sources: Vec<Source>,
+    /// Tokens per training sequence (`max_length` of DPO).
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+    /// Concatenate documents into full sequences (else one truncated document per sequence).
+    #[serde(default = "yes")]
+    pub packing: bool,
+    /// Examples held out from the mix for evaluation loss.
+    #[serde(default = "default_test_examples")]
+    pub test_examples: usize,
+    #[serde(default = "default_seed")]
+    pub shuffle_seed: u64,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data {
+            sources: Vec::new(),
+            seq_len: default_seq_len(),
+            packing: true,
+            test_examples: default_test_examples(),
+            shuffle_seed: default_seed(),
+        }
+    }
+}
+
+/// One corpus of the mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("x-kdl-arg" = "from"))]
+pub struct Source {
+    /// A local file or directory (`./`, `../` or `/`), or a hub dataset id.
+    #[schemars(extend("x-path" = "local-or-hub"))]
+    pub from: String,
+    /// Share of the mix; weights are normalised over the sources.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Hub dataset configuration (e.g. `fineweb-edu-dedup` of smollm-corpus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// Column to read; unset = the stage's usual one (`text`, `messages`, `chosen`/`rejected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageKind {
+    /// Next-token loss over the data.
+    Pretrain,
+    /// Supervised fine-tuning on chats (loss on assistant turns).
+    Sft,
+    /// Direct preference optimisation against a frozen copy of the starting weights.
+    Dpo,
+    /// Benchmarks and held-out loss; trains nothing.
+    Eval,
+}
+
+impl StageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Pretrain => "pretrain",
+            StageKind::Sft => "sft",
+            StageKind::Dpo => "dpo",
+            StageKind::Eval => "eval",
+        }
+    }
+
+    pub fn trains(self) -> bool {
+        self != StageKind::Eval
+    }
+}
+
+/// One step of the pipeline. Training keys have no meaning in an `eval` stage (and are rejected
+/// there), `beta` only in `dpo`, `tasks` only in `eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("x-kdl-arg" = "kind"))]
+pub struct Stage {
+    pub kind: StageKind,
+    /// Names the stage for `extends` and `--set stage.NAME.key`; defaults to the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Start from this checkpoint instead of the previous stage's weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-path" = "local-or-hub"))]
+    pub init: Option<String>,
+    /// This stage's data, merged over the experiment's `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Data>,
+    /// Peak learning rate (the schedule multiplies it). Required for training stages.
+    #[serde(default)]
+    pub lr: f64,
+    #[serde(default)]
+    pub optimizer: AdamW,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Sequences per forward pass.
+    #[serde(default = "one_usize")]
+    pub batch_size: usize,
+    /// Forward passes per optimizer step.
+    #[serde(default = "one_usize")]
+    pub grad_accum: usize,
+    /// Length of the stage: exactly one of `max-steps`, `max-tokens`, `epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
+    /// Max global gradient norm; `#null` turns clipping off.
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: Option<f64>,
+    /// Optimizer steps between held-out evaluations (0 = only at the end).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Optimizer steps between checkpoints (0 = only at the end).
+    #[serde(default = "default_save_every")]
+    pub save_every: u64,
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// Checkpoints kept besides the final one (0 = keep all).
+    #[serde(default = "default_keep_last")]
+    pub keep_last: usize,
+    /// DPO temperature (TRL default 0.1); `dpo` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    /// Benchmarks to run; `eval` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+}
+
+impl Stage {
+    /// The name `extends` and `--set` use for this stage.
+    pub fn id(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.kind.as_str())
+    }
+}
+
+/// AdamW (decoupled weight decay); defaults are torch's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdamW {
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW {
+            betas: default_betas(),
+            eps: default_eps(),
+            weight_decay: default_weight_decay(),
+        }
+    }
+}
+
+/// Learning-rate multiplier over the stage's optimizer steps; warmup and decay are fractions of
+/// the stage's steps, `min-lr-rate` a fraction of `lr`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[schemars(extend("x-kdl-arg" = "kind"))]
+pub enum Schedule {
+    /// Warmup-stable-decay, linear ramps (transformers `get_wsd_schedule`).
+    Wsd {
+        #[serde(default)]
+        warmup: f64,
+        #[serde(default)]
+        decay: f64,
+        #[serde(default, rename = "min-lr-rate")]
+        min_lr_rate: f64,
+    },
+    /// Linear warmup then cosine to `min-lr-rate` (transformers `cosine_with_min_lr`).
+    Cosine {
+        #[serde(default)]
+        warmup: f64,
+        #[serde(default, rename = "min-lr-rate")]
+        min_lr_rate: f64,
+    },
+    /// Linear warmup then constant.
+    Constant {
+        #[serde(default)]
+        warmup: f64,
+    },
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule::Constant { warmup: 0.0 }
+    }
+}
+
+/// Expands an experiment into runs: the product of `grid`, the rows of `zip`, and `count`
+/// samples of `random`. Keys are `--set` paths (`stage.pretrain.lr`, `seed`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Sweep {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grid: BTreeMap<String, Axis>,
+    /// Axes of equal length, taken together row by row.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zip: BTreeMap<String, Axis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random: Option<RandomSweep>,
+}
+
+/// Values of a grid or zip axis: a list, or a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Axis {
+    Values(Vec<serde_json::Value>),
+    Range(Range),
+}
+
+/// `from`..=`to`, either every `step` or `count` evenly spaced values (geometric when `log`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Range {
+    pub from: f64,
+    pub to: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    #[serde(default)]
+    pub log: bool,
+}
+
+/// `count` samples, from a generator seeded with `seed`, of every axis given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct RandomSweep {
+    pub count: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(flatten)]
+    pub axes: BTreeMap<String, RandomAxis>,
+}
+
+/// A list to choose from, or `min`..`max` (log-uniform when `log`, e.g. for learning rates;
+/// whole numbers when both ends are integers and not `log`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RandomAxis {
+    Choice(Vec<serde_json::Value>),
+    Uniform(Uniform),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Uniform {
+    pub min: serde_json::Number,
+    pub max: serde_json::Number,
+    #[serde(default)]
+    pub log: bool,
+}
+
+fn default_seed() -> u64 {
+    233
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_tokenizer() -> String {
+    "SmallDoge/Doge-tokenizer".into()
+}
+fn default_seq_len() -> usize {
+    2048
+}
+fn default_test_examples() -> usize {
+    1000
+}
+fn default_split() -> String {
+    "train".into()
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_grad_clip() -> Option<f64> {
+    Some(1.0)
+}
+fn default_eval_every() -> u64 {
+    100
+}
+fn default_save_every() -> u64 {
+    1000
+}
+fn default_log_every() -> u64 {
+    10
+}
+fn default_keep_last() -> usize {
+    2
+}
+fn one() -> f64 {
+    1.0
+}
+fn one_usize() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}

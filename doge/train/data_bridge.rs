@@ -1,0 +1,73 @@
+//! Connects a stage to its prepared data: runs the data pipeline (a no-op once prepared) under
+//! `<registry>/data` (or `$DOGE_DATA_DIR`), and exposes the dataset as `TokenRows`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use super::rows::TokenRows;
+use crate::data::{Kind, PrepareOptions, TokenDataset};
+use crate::experiment::{Experiment, Stage};
+
+fn options(exp: &Experiment) -> PrepareOptions {
+    PrepareOptions::new(crate::data::experiment_cache_root(exp))
+}
+
+/// The folder of the experiment's tokenizer (trained and cached on first use when needed).
+pub fn tokenizer_dir(exp: &Experiment) -> Result<PathBuf> {
+    Ok(crate::data::experiment_tokenizer(exp, &options(exp))?.dir)
+}
+
+/// The packed token rows a pretrain stage trains and evaluates on.
+pub fn stage_rows(exp: &Experiment, stage: &Stage) -> Result<Box<dyn TokenRows>> {
+    let (tok, dir) = crate::data::prepare_experiment(exp, stage, &options(exp))?;
+    let cfg_vocab = exp
+        .model
+        .to_config(&exp.base_dir)
+        .ok()
+        .flatten()
+        .map(|c| c.vocab_size);
+    if let Some(v) = cfg_vocab {
+        if tok.vocab_size() > v {
+            bail!(
+                "the tokenizer ({}) has {} tokens but the model's vocab is {v}; set `model vocab={}` or use a smaller tokenizer",
+                tok.dir.display(),
+                tok.vocab_size(),
+                tok.vocab_size()
+            );
+        }
+    }
+    let ds = TokenDataset::open(&dir)?;
+    if ds.kind() != Kind::Pretrain {
+        bail!(
+            "{}: prepared as {:?} data, but a pretrain stage needs packed text",
+            dir.display(),
+            ds.kind()
+        );
+    }
+    Ok(Box::new(ds))
+}
+
+impl TokenRows for TokenDataset {
+    fn row_len(&self) -> usize {
+        TokenDataset::row_len(self)
+    }
+    fn num_train_rows(&self) -> usize {
+        TokenDataset::num_train_rows(self)
+    }
+    fn train_row(&self, i: usize) -> Result<Vec<u32>> {
+        Ok(TokenDataset::train_row(self, i))
+    }
+    fn num_test_rows(&self) -> usize {
+        TokenDataset::num_test_rows(self)
+    }
+    fn test_row(&self, i: usize) -> Result<Vec<u32>> {
+        Ok(TokenDataset::test_row(self, i))
+    }
+    fn train_len(&self, i: usize) -> usize {
+        TokenDataset::train_len(self, i)
+    }
+    fn test_len(&self, i: usize) -> usize {
+        TokenDataset::test_len(self, i)
+    }
+}

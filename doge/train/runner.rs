@@ -1,0 +1,524 @@
+//! `doge exp run`: turns an experiment into runs and runs their stages in order, recording each in
+//! the registry. A run that was interrupted or crashed continues from its newest checkpoint when run
+//! again; a finished run is not run twice (its directory is keyed by the hash of its config).
+//!
+//! On disk: `<registry>/<name>-<id>/experiment.json`, one directory per stage holding its
+//! checkpoints (`checkpoint-NNNNNNNN/`, Hugging Face layout plus optimizer state), `done.json` in a
+//! stage directory once the stage has finished, and in the run directory once all have.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::optimizer::AdamWConfig;
+use super::pretrain::{self, StageObserver, StageOutcome, StageSettings};
+use super::rows::TokenRows;
+use super::schedule::Schedule;
+use crate::checkpoint::Checkpoint;
+use crate::experiment::{self, Experiment, Stage, StageKind};
+use crate::model::DogeConfig;
+use crate::registry::{NewRun, Registry, RunStatus};
+
+/// Non-finite steps in a row that abort a stage.
+pub const MAX_BAD_STEPS: u32 = 5;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--set KEY=VALUE` overrides, in order.
+    pub sets: Vec<String>,
+    /// Overrides the experiment's `device`.
+    pub device: Option<String>,
+    /// No progress bar (logs only).
+    pub quiet: bool,
+}
+
+/// The error a run ends with when Ctrl-C stopped it (after saving a checkpoint).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted at step {step}; checkpoint saved in {}; run the same command again to resume", dir.display())]
+pub struct Interrupted {
+    pub step: u64,
+    pub dir: PathBuf,
+}
+
+/// Raised on Ctrl-C; the loop saves and stops at the next step boundary. A second Ctrl-C exits.
+fn stop_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let _ = ctrlc::set_handler(move || {
+            if f.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)"
+            );
+        });
+        flag
+    })
+    .clone()
+}
+
+/// Runs every run of the experiment file (one, or a sweep's).
+pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
+    let (_, runs) = experiment::plan(path, &opts.sets).map_err(|e| {
+        eprint!("{e}");
+        anyhow!(
+            "{}: the experiment has errors; nothing was run",
+            path.display()
+        )
+    })?;
+    for run in &runs {
+        check_runnable(&run.experiment)?;
+    }
+    let stop = stop_flag();
+    for run in &runs {
+        if experiment::registry::status(&run.experiment) == experiment::registry::RunStatus::Done {
+            eprintln!(
+                "{}-{}: already done ({})",
+                run.experiment.name,
+                run.id,
+                experiment::registry::run_dir(&run.experiment).display()
+            );
+            continue;
+        }
+        run_one(path, &run.experiment, &run.id, opts, &stop)?;
+    }
+    Ok(())
+}
+
+/// Refuses, before any compute, what this version cannot run.
+fn check_runnable(exp: &Experiment) -> Result<()> {
+    for stage in &exp.stages {
+        match stage.kind {
+            StageKind::Pretrain => {}
+            other => bail!(
+                "stage `{}` is a {} stage, which this doge cannot run yet (pretrain stages only); \
+                 remove it or run it with a later version",
+                stage.id(),
+                other.as_str()
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn pick_device(name: &str) -> Result<Device> {
+    match name {
+        "auto" if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)?),
+        "auto" => Ok(Device::Cpu),
+        other => crate::cli::io::parse_device(other),
+    }
+}
+
+fn device_label(dev: &Device) -> String {
+    match dev {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn run_one(
+    path: &Path,
+    exp: &Experiment,
+    id: &str,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let run_dir = experiment::registry::run_dir(exp);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let config_json = serde_json::to_string_pretty(&experiment::canonical_json(exp))?;
+    std::fs::write(run_dir.join("experiment.json"), &config_json)?;
+    let mut registry = Registry::open(&exp.registry_dir().join("doge.sqlite"))?;
+    let dev = pick_device(opts.device.as_deref().unwrap_or(&exp.device))?;
+    let cfg = exp
+        .model
+        .to_config(&exp.base_dir)
+        .map_err(|e| anyhow!("model: {e}"))?
+        .ok_or_else(|| {
+            anyhow!(
+                "model init `{}` is a hub id; download it and point `init` at the directory",
+                exp.model.init.clone().unwrap_or_default()
+            )
+        })?;
+    eprintln!("run {}-{id} in {}", exp.name, run_dir.display());
+
+    let mut previous: Option<(PathBuf, String)> = None; // (final checkpoint, registry run id)
+    for stage in &exp.stages {
+        let stage_dir = run_dir.join(stage.id());
+        let run_id = format!("{id}-{}", stage.id());
+        if let Some(done) = read_stage_done(&stage_dir) {
+            previous = Some((done, run_id));
+            continue;
+        }
+        registry.start_run(&NewRun {
+            id: run_id.clone(),
+            experiment: exp.name.clone(),
+            experiment_path: Some(path.display().to_string()),
+            sweep: exp.sweep.as_ref().map(|_| format!("{}-sweep", exp.name)),
+            parent_id: previous.as_ref().map(|p| p.1.clone()),
+            stage: stage.kind.as_str().into(),
+            config_json: config_json.clone(),
+            config_hash: id.to_string(),
+            device: device_label(&dev),
+        })?;
+        let result = run_stage(
+            exp,
+            stage,
+            &cfg,
+            previous.as_ref().map(|p| p.0.as_path()),
+            &stage_dir,
+            &run_id,
+            &mut registry,
+            &dev,
+            opts,
+            stop,
+        );
+        match result {
+            Ok(StageOutcome::Done(final_dir)) => {
+                copy_tokenizer(exp, &final_dir);
+                std::fs::write(
+                    stage_dir.join("done.json"),
+                    json!({"final": final_dir}).to_string(),
+                )?;
+                registry.add_artifact(&run_id, "final", &final_dir, None)?;
+                registry.finish_run(&run_id, RunStatus::Done, None)?;
+                eprintln!("stage {} done: {}", stage.id(), final_dir.display());
+                previous = Some((final_dir, run_id));
+            }
+            Ok(StageOutcome::Interrupted(dir)) => {
+                registry.finish_run(&run_id, RunStatus::Interrupted, Some("Ctrl-C"))?;
+                let step = super::state::list(&stage_dir)
+                    .last()
+                    .map(|c| c.0)
+                    .unwrap_or(0);
+                return Err(Interrupted { step, dir }.into());
+            }
+            Err(e) => {
+                registry.finish_run(&run_id, RunStatus::Failed, Some(&format!("{e:#}")))?;
+                return Err(e.context(format!("stage `{}` of {}", stage.id(), path.display())));
+            }
+        }
+    }
+    std::fs::write(
+        run_dir.join("done.json"),
+        json!({"final": previous.map(|p| p.0)}).to_string(),
+    )?;
+    Ok(())
+}
+
+fn read_stage_done(stage_dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(stage_dir.join("done.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["final"]
+        .as_str()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+}
+
+/// So that `doge generate --model FINAL --prompt ...` has a tokenizer.
+fn copy_tokenizer(exp: &Experiment, final_dir: &Path) {
+    if let Ok(tok) = super::data_bridge::tokenizer_dir(exp) {
+        for name in crate::checkpoint::COMPANION_FILES {
+            let src = tok.join(name);
+            if src.exists() {
+                let _ = std::fs::copy(&src, final_dir.join(name));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    exp: &Experiment,
+    stage: &Stage,
+    cfg: &DogeConfig,
+    previous: Option<&Path>,
+    stage_dir: &Path,
+    run_id: &str,
+    registry: &mut Registry,
+    dev: &Device,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> Result<StageOutcome> {
+    let rows = super::data_bridge::stage_rows(exp, stage)?;
+    let start = initial_weights(exp, stage, cfg, previous, dev)?;
+    let settings = stage_settings(stage, rows.as_ref(), format!("{run_id}:{}", rows.row_len()))?;
+    eprintln!(
+        "stage {}: {} steps x {} rows of {} tokens ({} train rows, {} test rows)",
+        stage.id(),
+        settings.total_steps,
+        settings.batch_size * settings.grad_accum,
+        rows.row_len(),
+        rows.num_train_rows(),
+        rows.num_test_rows()
+    );
+    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts.quiet);
+    pretrain::train(
+        start,
+        rows.as_ref(),
+        &settings,
+        stage_dir,
+        &mut observer,
+        stop,
+    )
+}
+
+/// Where a stage starts: its own `init`, else the previous stage's result, else the model's `init`,
+/// else a fresh initialisation from the experiment's seed.
+fn initial_weights(
+    exp: &Experiment,
+    stage: &Stage,
+    cfg: &DogeConfig,
+    previous: Option<&Path>,
+    dev: &Device,
+) -> Result<Checkpoint> {
+    let local = |p: &str| -> Result<PathBuf> {
+        if experiment::spec::is_local(p) {
+            Ok(exp.local_path(p))
+        } else {
+            bail!("init `{p}` is a hub id; download it and point `init` at the directory")
+        }
+    };
+    let source = match (&stage.init, previous, &exp.model.init) {
+        (Some(p), _, _) => Some(local(p)?),
+        (None, Some(prev), _) => Some(prev.to_path_buf()),
+        (None, None, Some(p)) => Some(local(p)?),
+        (None, None, None) => None,
+    };
+    match source {
+        None => Ok(Checkpoint::init(cfg, exp.seed, DType::F32, dev)?),
+        Some(dir) => {
+            let loaded = Checkpoint::load(&dir, DType::F32, dev)?;
+            adapt(loaded, cfg, exp.seed, &dir)
+        }
+    }
+}
+
+/// Loaded weights in the shape of `cfg`: as they are when the dims agree, or upcycled (a dense
+/// checkpoint into a CDMoE model: every dense tensor copied, router and experts initialised).
+fn adapt(loaded: Checkpoint, cfg: &DogeConfig, seed: u64, dir: &Path) -> Result<Checkpoint> {
+    if loaded.config == *cfg {
+        return Ok(loaded);
+    }
+    let dev = loaded
+        .tensors
+        .values()
+        .next()
+        .map(|t| t.device().clone())
+        .unwrap_or(Device::Cpu);
+    let mut target = Checkpoint::init(cfg, seed, DType::F32, &dev)?;
+    for (name, t) in loaded.tensors {
+        match target.tensors.get(&name) {
+            Some(slot) if slot.dims() == t.dims() => {
+                target.tensors.insert(name, t);
+            }
+            Some(slot) => bail!(
+                "{}: tensor `{name}` has shape {:?} but the experiment's model needs {:?}",
+                dir.display(),
+                t.dims(),
+                slot.dims()
+            ),
+            None => bail!(
+                "{}: tensor `{name}` has no place in the experiment's model",
+                dir.display()
+            ),
+        }
+    }
+    Ok(target)
+}
+
+/// Turns the stage's fractions and lengths into optimizer steps.
+fn stage_settings(
+    stage: &Stage,
+    rows: &dyn TokenRows,
+    config_hash: String,
+) -> Result<StageSettings> {
+    let rows_per_step = (stage.batch_size * stage.grad_accum) as u64;
+    let tokens_per_step = rows_per_step * (rows.row_len() as u64 - 1);
+    let total_steps = match (stage.max_steps, stage.max_tokens, stage.epochs) {
+        (Some(s), _, _) => s,
+        (None, Some(t), _) => t.div_ceil(tokens_per_step),
+        (None, None, Some(e)) => {
+            ((e * rows.num_train_rows() as f64) / rows_per_step as f64).ceil() as u64
+        }
+        (None, None, None) => bail!(
+            "stage `{}` needs max-steps, max-tokens or epochs",
+            stage.id()
+        ),
+    };
+    // transformers rounds warmup (and decay) step counts up from their ratios.
+    let steps = |ratio: f64| (ratio * total_steps as f64).ceil() as u64;
+    let schedule = match stage.schedule {
+        experiment::Schedule::Wsd {
+            warmup,
+            decay,
+            min_lr_rate,
+        } => Schedule::Wsd {
+            warmup_steps: steps(warmup),
+            decay_steps: steps(decay),
+            min_lr_rate,
+        },
+        experiment::Schedule::Cosine {
+            warmup,
+            min_lr_rate,
+        } => Schedule::Cosine {
+            warmup_steps: steps(warmup),
+            min_lr_rate,
+        },
+        experiment::Schedule::Constant { warmup } => Schedule::Constant {
+            warmup_steps: steps(warmup),
+        },
+    };
+    Ok(StageSettings {
+        adamw: AdamWConfig {
+            lr: stage.lr,
+            beta1: stage.optimizer.betas[0],
+            beta2: stage.optimizer.betas[1],
+            eps: stage.optimizer.eps,
+            weight_decay: stage.optimizer.weight_decay,
+        },
+        schedule,
+        total_steps,
+        batch_size: stage.batch_size,
+        grad_accum: stage.grad_accum,
+        grad_clip: stage.grad_clip,
+        log_every: stage.log_every,
+        eval_every: stage.eval_every,
+        save_every: stage.save_every,
+        keep_last: stage.keep_last,
+        max_bad_steps: MAX_BAD_STEPS,
+        decay_all: false,
+        config_hash,
+    })
+}
+
+/// Sends a stage's metrics and checkpoints to the registry and its progress to a bar.
+struct RegistryObserver<'a> {
+    registry: &'a mut Registry,
+    run_id: String,
+    bar: ProgressBar,
+}
+
+impl<'a> RegistryObserver<'a> {
+    fn new(registry: &'a mut Registry, run_id: &str, total: u64, quiet: bool) -> Self {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("a valid template"),
+        );
+        Self {
+            registry,
+            run_id: run_id.into(),
+            bar,
+        }
+    }
+}
+
+impl StageObserver for RegistryObserver<'_> {
+    fn metrics(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
+        let rows: Vec<(u64, &str, f64)> = values.iter().map(|(n, v)| (step, *n, *v)).collect();
+        self.registry.log_metrics(&self.run_id, &rows)
+    }
+    fn checkpoint(&mut self, dir: &Path, step: u64) -> Result<()> {
+        self.registry
+            .add_artifact(&self.run_id, "checkpoint", dir, Some(step))
+    }
+    fn resumed(&mut self, step: u64) -> Result<()> {
+        // Steps after the checkpoint are redone: their earlier metrics would be duplicates.
+        self.registry.truncate_metrics_after(&self.run_id, step)
+    }
+    fn progress(&mut self, step: u64, _total: u64, line: &str) {
+        self.bar.set_position(step);
+        self.bar.set_message(line.to_string());
+    }
+    fn println(&mut self, line: &str) {
+        // A hidden bar (quiet, or stderr not a terminal) swallows println: logs must still show.
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+impl Drop for RegistryObserver<'_> {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::presets::DOGE_TINY;
+
+    fn small(is_moe: bool) -> DogeConfig {
+        let mut c = DOGE_TINY.config();
+        c.vocab_size = 300;
+        c.num_hidden_layers = 2;
+        c.is_moe = is_moe;
+        c.num_experts = 16;
+        c.num_experts_per_tok = 2;
+        c
+    }
+
+    #[test]
+    fn upcycling_copies_every_dense_tensor_and_adds_experts() {
+        let dense = Checkpoint::init(&small(false), 1, DType::F32, &Device::Cpu).unwrap();
+        let moe = adapt(dense.clone(), &small(true), 2, Path::new("dense")).unwrap();
+        assert!(moe.config.is_moe);
+        for (name, t) in &dense.tensors {
+            let got = moe.tensors[name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(
+                got,
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "{name}"
+            );
+        }
+        for name in [
+            "mlp.router_gate.weight",
+            "mlp.down_embed.weight",
+            "mlp.up_embed.weight",
+        ] {
+            assert!(
+                moe.tensors.contains_key(&format!("model.layers.1.{name}")),
+                "{name}"
+            );
+        }
+        assert_eq!(moe.tensors.len(), dense.tensors.len() + 2 * 3);
+    }
+
+    #[test]
+    fn a_checkpoint_of_other_dims_is_refused_by_tensor() {
+        let dense = Checkpoint::init(&small(false), 1, DType::F32, &Device::Cpu).unwrap();
+        let mut wider = small(false);
+        wider.intermediate_size = 512;
+        let err = adapt(dense, &wider, 2, Path::new("dense"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mlp.down_proj.weight")
+                && err.contains("[128, 256]")
+                && err.contains("[128, 512]"),
+            "{err}"
+        );
+    }
+}
