@@ -161,3 +161,43 @@ fn glob_stage_dir(dir: &Path) -> Option<std::path::PathBuf> {
         .map(|e| e.path().join("pretrain"))
         .find(|p| p.is_dir())
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_marks_the_run_interrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("corpus.txt"), corpus()).unwrap();
+    // No periodic checkpoints: the one found afterwards can only come from the interrupt.
+    let exp = EXPERIMENT
+        .replace("save-every 10", "save-every 0")
+        .replace("max-steps 1500", "max-steps 100000");
+    std::fs::write(dir.join("exp.kdl"), exp).unwrap();
+    let mut child = doge(dir, &["exp", "run", "exp.kdl", "--quiet"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = dir.join("registry/doge.sqlite");
+    let started = Instant::now();
+    // Wait until some steps are logged.
+    while !db.exists() || status(&db).1 < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the run logged nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at step"), "{err}");
+    assert_eq!(status(&db).0, "interrupted");
+    let stage_dir = glob_stage_dir(dir).unwrap();
+    let saved = doge::train::state::list(&stage_dir);
+    assert_eq!(saved.len(), 1, "exactly the interrupt's checkpoint");
+    assert!(saved[0].0 >= 8);
+}

@@ -59,7 +59,7 @@ impl Experiment {
 
     /// A local path of the experiment (relative to the experiment file) as a usable path.
     pub fn local_path(&self, p: &str) -> PathBuf {
-        self.base_dir.join(p)
+        normalize(&self.base_dir.join(p))
     }
 
     /// The registry directory this experiment's runs are recorded in.
@@ -85,4 +85,23 @@ impl Stage {
             _ => None,
         }
     }
+}
+
+/// Removes `.` and `name/..` pairs without touching the file system, so printed paths read
+/// `registry/x`, not `experiments/../registry/x`.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
