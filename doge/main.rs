@@ -22,6 +22,12 @@ enum Command {
     Exp(doge::experiment::cli::ExpArgs),
     /// Data: prepare an experiment's tokens, benchmark tokenization, train a tokenizer.
     Data(doge::data::cli::DataArgs),
+    /// The run registry: list, show and compare runs (`--where`, `--sort`, `--format`).
+    Runs(doge::registry::cli::RunsArgs),
+    /// A Markdown + self-contained HTML report: tables, loss/lr curves, eval bars, leaderboard.
+    Report(doge::registry::cli::ReportArgs),
+    /// Registry maintenance: merge another machine's registry file.
+    Registry(doge::registry::cli::RegistryArgs),
     /// Print the JSON Schema of experiment files (schemas/experiment.schema.json).
     Schema,
 }
@@ -48,6 +54,9 @@ fn run(parsed: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => cli::convert::run(&args),
         Command::Exp(args) => doge::experiment::cli::run(&args),
         Command::Data(args) => doge::data::cli::run(&args),
+        Command::Runs(args) => doge::registry::cli::run_runs(&args),
+        Command::Report(args) => doge::registry::cli::run_report(&args),
+        Command::Registry(args) => doge::registry::cli::run_registry(&args),
         Command::Schema => {
             doge::experiment::cli::print_schema();
             Ok(())

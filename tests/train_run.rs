@@ -172,7 +172,7 @@ fn ctrl_c_saves_a_checkpoint_and_marks_the_run_interrupted() {
         .replace("save-every 10", "save-every 0")
         .replace("max-steps 1500", "max-steps 100000");
     std::fs::write(dir.join("exp.kdl"), exp).unwrap();
-    let mut child = doge(dir, &["exp", "run", "exp.kdl", "--quiet"])
+    let child = doge(dir, &["exp", "run", "exp.kdl", "--quiet"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -10,8 +10,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub mod cli;
+pub mod commands;
+pub mod filter;
+pub mod merge;
+pub mod plot;
+pub mod query;
+pub mod render;
+pub mod report;
+
 /// Migrations in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE experiments (
     name TEXT PRIMARY KEY,
     path TEXT,
@@ -64,7 +74,32 @@ CREATE TABLE artifacts (
     sha256 TEXT,
     created_at REAL NOT NULL
 );
-"#];
+"#,
+    // v2: indexes for the query commands (sweeps, lineage, per-run evals/artifacts) and the time
+    // an eval was recorded. Old files get it by migration; v1 SQL above stays as released.
+    r#"
+ALTER TABLE evals ADD COLUMN created_at REAL;
+CREATE INDEX runs_by_sweep ON runs(sweep);
+CREATE INDEX runs_by_parent ON runs(parent_id);
+CREATE INDEX evals_by_run ON evals(run_id);
+CREATE INDEX artifacts_by_run ON artifacts(run_id);
+"#,
+];
+
+/// The schema version this doge writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// One eval score of a run (a row of `evals`).
+#[derive(Debug, Clone, Default)]
+pub struct EvalRow {
+    pub checkpoint: Option<String>,
+    pub task: String,
+    pub metric: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+    pub n: Option<u64>,
+    pub fewshot: Option<u32>,
+}
 
 pub fn now() -> f64 {
     SystemTime::now()
@@ -144,6 +179,30 @@ impl Registry {
 
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Records one eval score of a run.
+    pub fn add_eval(&self, id: &str, e: &EvalRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO evals (run_id, checkpoint, task, metric, value, stderr, n, fewshot, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                id,
+                e.checkpoint,
+                e.task,
+                e.metric,
+                e.value,
+                e.stderr,
+                e.n.map(|n| n as i64),
+                e.fewshot,
+                now()
+            ],
+        )?;
+        Ok(())
     }
 
     fn migrate(&mut self) -> Result<()> {

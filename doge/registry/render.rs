@@ -1,0 +1,97 @@
+//! Text output of the query commands: aligned tables, CSV and JSON.
+
+use serde_json::{Map, Value as Json};
+
+/// `--format` of `doge runs list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Renders a header and rows in the chosen format.
+pub fn render(format: Format, header: &[String], rows: &[Vec<String>]) -> String {
+    match format {
+        Format::Table => table(header, rows),
+        Format::Csv => csv(header, rows),
+        Format::Json => json(header, rows),
+    }
+}
+
+/// Columns padded to their widest cell, a rule under the header.
+pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header);
+    let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+    out += &line(&rule);
+    for row in rows {
+        out += &line(row);
+    }
+    out
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv(header: &[String], rows: &[Vec<String>]) -> String {
+    std::iter::once(header)
+        .chain(rows.iter().map(Vec::as_slice))
+        .map(|r| r.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n")
+        .collect()
+}
+
+/// One object per row; cells that parse as numbers stay numbers, empty cells become null.
+fn json(header: &[String], rows: &[Vec<String>]) -> String {
+    let items: Vec<Json> = rows
+        .iter()
+        .map(|row| {
+            let obj: Map<String, Json> = header
+                .iter()
+                .zip(row)
+                .map(|(h, c)| {
+                    let v = if c.is_empty() {
+                        Json::Null
+                    } else {
+                        c.parse::<f64>()
+                            .ok()
+                            .and_then(serde_json::Number::from_f64)
+                            .map_or_else(|| Json::String(c.clone()), Json::Number)
+                    };
+                    (h.clone(), v)
+                })
+                .collect();
+            Json::Object(obj)
+        })
+        .collect();
+    serde_json::to_string_pretty(&items).unwrap_or_default() + "\n"
+}
+
+/// A number short enough for a table cell.
+pub fn num(x: f64) -> String {
+    if x == 0.0 || (1e-3..1e6).contains(&x.abs()) {
+        let s = format!("{x:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    } else {
+        format!("{x:.3e}")
+    }
+}
