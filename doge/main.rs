@@ -18,7 +18,7 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Re-save a checkpoint in the Hugging Face layout (optionally as bf16/f16).
     Convert(cli::convert::ConvertArgs),
-    /// Experiments: check a KDL experiment file, plan its sweep.
+    /// Experiments: run a KDL experiment file, check it, plan its sweep.
     Exp(doge::experiment::cli::ExpArgs),
     /// Data: prepare an experiment's tokens, benchmark tokenization, train a tokenizer.
     Data(doge::data::cli::DataArgs),
