@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 pub mod cli;
 pub mod commands;
@@ -257,14 +257,6 @@ impl Registry {
             ],
         )?;
         Ok(())
-    }
-
-    pub fn run_status(&self, id: &str) -> Result<Option<RunStatus>> {
-        let s: Option<String> = self
-            .conn
-            .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        Ok(s.and_then(|s| RunStatus::parse(&s)))
     }
 
     pub fn finish_run(&self, id: &str, status: RunStatus, message: Option<&str>) -> Result<()> {

@@ -52,14 +52,6 @@ impl AdamW {
         })
     }
 
-    /// The gradients of the parameters, in parameter order, from one backward pass.
-    pub fn collect_grads(&self, store: &GradStore) -> Vec<Option<Tensor>> {
-        self.params
-            .iter()
-            .map(|p| store.get(p.var.as_tensor()).cloned())
-            .collect()
-    }
-
     /// Adds one micro-batch's gradients to `acc` (gradient accumulation).
     pub fn accumulate(&self, acc: &mut [Option<Tensor>], store: &GradStore) -> Result<()> {
         for (slot, p) in acc.iter_mut().zip(&self.params) {
