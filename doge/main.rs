@@ -16,8 +16,12 @@ enum Command {
     Score(cli::score::ScoreArgs),
     /// Generate continuations with a KV cache (greedy or sampled).
     Generate(cli::generate::GenerateArgs),
+    /// Chat with a model through its chat template (stdin lines in, streamed replies out).
+    Chat(cli::chat::ChatArgs),
     /// Re-save a checkpoint in the Hugging Face layout (optionally as bf16/f16).
     Convert(cli::convert::ConvertArgs),
+    /// Benchmarks (hellaswag, arc, piqa, mmlu, winogrande, triviaqa, ...) and perplexity.
+    Eval(doge::eval::cli::EvalArgs),
     /// Experiments: run a KDL experiment file, check it, plan its sweep.
     Exp(doge::experiment::cli::ExpArgs),
     /// Data: prepare an experiment's tokens, benchmark tokenization, train a tokenizer.
@@ -30,9 +34,18 @@ enum Command {
     Registry(doge::registry::cli::RegistryArgs),
     /// Print the JSON Schema of experiment files (schemas/experiment.schema.json).
     Schema,
+    /// doge's CUDA kernels: compile them with NVRTC, or check them against candle on a GPU.
+    Cuda(cli::cuda::CudaArgs),
+    /// Throughput: training steps and generation on a preset's shape (see bench/compare.py).
+    Bench(doge::bench::cli::BenchArgs),
 }
 
+/// Large freed tensor buffers are reused instead of returned to the kernel (doge/runtime/alloc.rs).
+#[global_allocator]
+static ALLOC: doge::runtime::alloc::CachingAlloc = doge::runtime::alloc::CachingAlloc::new();
+
 fn main() -> ExitCode {
+    doge::model::ops::configure_cpu_threads();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -51,12 +64,16 @@ fn run(parsed: Cli) -> anyhow::Result<()> {
     match parsed.command {
         Command::Score(args) => cli::score::run(&args),
         Command::Generate(args) => cli::generate::run(&args),
+        Command::Chat(args) => cli::chat::run(&args),
         Command::Convert(args) => cli::convert::run(&args),
+        Command::Eval(args) => doge::eval::cli::run(&args),
         Command::Exp(args) => doge::experiment::cli::run(&args),
         Command::Data(args) => doge::data::cli::run(&args),
         Command::Runs(args) => doge::registry::cli::run_runs(&args),
         Command::Report(args) => doge::registry::cli::run_report(&args),
         Command::Registry(args) => doge::registry::cli::run_registry(&args),
+        Command::Cuda(args) => cli::cuda::run(&args),
+        Command::Bench(args) => doge::bench::cli::run(&args),
         Command::Schema => {
             doge::experiment::cli::print_schema();
             Ok(())

@@ -306,7 +306,7 @@ fn sft_masks_mark_the_assistant_turns() {
                 })
                 .map(|m| {
                     format!(
-                        "{}<|end_of_text|>\n\n",
+                        "{}<|end_of_text|>",
                         m.get("content")
                             .or(m.get("value"))
                             .unwrap()

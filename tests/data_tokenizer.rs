@@ -121,7 +121,7 @@ fn assistant_mask_covers_exactly_the_assistant_turns() {
         "the assistant span is contiguous"
     );
     let masked = tok.decode(&ids[first..=last], false).unwrap();
-    assert_eq!(masked, "Red bloom on old iron,\nslow fire without a flame -\ntime's patient appetite.<|end_of_text|>\n\n");
+    assert_eq!(masked, "Red bloom on old iron,\nslow fire without a flame -\ntime's patient appetite.<|end_of_text|>");
     // The header before it is the prompt's, not the answer's.
     assert_eq!(
         tok.decode(&ids[first - 2..first], false).unwrap(),

@@ -64,8 +64,8 @@ impl ChatTemplate {
     }
 
     /// The rendered chat and the byte ranges of the assistant's turns (each turn's content and
-    /// the end-of-turn text the template emits after it), found by rendering the prefixes before
-    /// and after each assistant message.
+    /// the end-of-turn text the template emits after it, up to the whitespace that separates
+    /// turns), found by rendering the prefixes before and after each assistant message.
     pub fn render_with_spans(
         &self,
         messages: &[Json],
@@ -83,7 +83,10 @@ impl ChatTemplate {
             {
                 bail!("the chat template does not render turns as prefixes of the whole chat, so assistant tokens cannot be located");
             }
-            spans.push(before.len()..after.len());
+            // The newlines after the end-of-turn token are layout between turns, not the
+            // answer: the model should learn to stop at the token, not what follows it.
+            let end = before.len() + after[before.len()..].trim_end().len();
+            spans.push(before.len()..end);
         }
         Ok((full, spans))
     }

@@ -80,6 +80,9 @@ pub fn from_row(row: &Value, field: Option<&str>, kind: Kind) -> Result<Doc, Str
     if kind == Kind::Dpo {
         return pair(obj);
     }
+    if kind == Kind::Sft && field.is_none() && !obj.contains_key("messages") {
+        return sft_layout(obj);
+    }
     let field = field.unwrap_or(default_field(kind));
     if let Some((q, a)) = field.split_once('+') {
         let q = get_str(obj, q.trim())?;
@@ -95,6 +98,74 @@ pub fn from_row(row: &Value, field: Option<&str>, kind: Kind) -> Result<Doc, Str
         Value::Array(items) => Ok(Doc::Chat(messages(items, field)?)),
         other => Err(format!("field `{field}` is {}, expected text or a list of messages", type_name(other))),
     }
+}
+
+/// SFT rows without `messages`: ShareGPT (`conversations` of `from`/`value` turns) or Alpaca
+/// (`instruction`, optional `input`, `output`), each with an optional `system` text; Alpaca's
+/// optional `history` (`[[query, answer], ...]`) becomes the earlier turns. Alpaca's user turn is
+/// the instruction and the input joined by a newline, as LLaMA-Factory renders it.
+fn sft_layout(obj: &Map<String, Value>) -> Result<Doc, String> {
+    let mut chat = Vec::new();
+    if let Some(system) = obj.get("system") {
+        match system {
+            Value::String(s) if !s.is_empty() => chat.push(msg("system", s)),
+            Value::String(_) | Value::Null => {}
+            other => {
+                return Err(format!(
+                    "field `system` is {}, expected text",
+                    type_name(other)
+                ))
+            }
+        }
+    }
+    if let Some(conv) = obj.get("conversations") {
+        let Value::Array(items) = conv else {
+            return Err(format!(
+                "field `conversations` is {}, expected a list of turns",
+                type_name(conv)
+            ));
+        };
+        chat.extend(messages(items, "conversations")?);
+        return Ok(Doc::Chat(chat));
+    }
+    if obj.contains_key("instruction") && obj.contains_key("output") {
+        if let Some(history) = obj.get("history").filter(|h| !h.is_null()) {
+            let turns = history.as_array().ok_or_else(|| {
+                "field `history` must be a list of [query, answer] pairs".to_string()
+            })?;
+            for (k, t) in turns.iter().enumerate() {
+                match t.as_array().map(Vec::as_slice) {
+                    Some([Value::String(q), Value::String(a)]) => {
+                        chat.push(msg("user", q));
+                        chat.push(msg("assistant", a));
+                    }
+                    _ => {
+                        return Err(format!(
+                            "`history[{k}]` is not a [query, answer] pair of texts"
+                        ))
+                    }
+                }
+            }
+        }
+        let instruction = get_str(obj, "instruction")?;
+        let user = match obj.get("input") {
+            Some(Value::String(i)) if !i.is_empty() => format!("{instruction}\n{i}"),
+            Some(Value::String(_)) | Some(Value::Null) | None => instruction.to_string(),
+            Some(other) => {
+                return Err(format!(
+                    "field `input` is {}, expected text",
+                    type_name(other)
+                ))
+            }
+        };
+        chat.push(msg("user", &user));
+        chat.push(msg("assistant", get_str(obj, "output")?));
+        return Ok(Doc::Chat(chat));
+    }
+    Err(format!(
+        "no chat in this row: SFT reads `messages` ({{role, content}} turns), `conversations` (ShareGPT {{from, value}} turns) or `instruction` + `output` (Alpaca); fields present: {}; or name a field with `text \"FIELD\"` on the source",
+        keys(obj)
+    ))
 }
 
 fn pair(obj: &Map<String, Value>) -> Result<Doc, String> {
@@ -232,5 +303,69 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "text",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sft(row: Value) -> Result<Doc, String> {
+        from_row(&row, None, Kind::Sft)
+    }
+
+    #[test]
+    fn sharegpt_rows_with_a_system_text() {
+        let doc = sft(json!({"system": "Be brief.", "conversations": [
+            {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]}))
+        .unwrap();
+        assert_eq!(
+            doc,
+            Doc::Chat(vec![
+                msg("system", "Be brief."),
+                msg("user", "Hi"),
+                msg("assistant", "Hello.")
+            ])
+        );
+    }
+
+    #[test]
+    fn alpaca_rows_join_instruction_and_input_and_keep_history() {
+        let doc = sft(
+            json!({"instruction": "Translate.", "input": "chat", "output": "cat",
+            "history": [["Say one.", "One."]]}),
+        )
+        .unwrap();
+        assert_eq!(
+            doc,
+            Doc::Chat(vec![
+                msg("user", "Say one."),
+                msg("assistant", "One."),
+                msg("user", "Translate.\nchat"),
+                msg("assistant", "cat")
+            ])
+        );
+        let doc =
+            sft(json!({"instruction": "Name a colour.", "input": "", "output": "Blue."})).unwrap();
+        assert_eq!(
+            doc,
+            Doc::Chat(vec![
+                msg("user", "Name a colour."),
+                msg("assistant", "Blue.")
+            ])
+        );
+    }
+
+    #[test]
+    fn an_unknown_sft_layout_names_the_layouts_and_the_fields() {
+        let e = sft(json!({"question": "?", "answer": "!"})).unwrap_err();
+        assert!(
+            e.contains("`messages`") && e.contains("`conversations`") && e.contains("Alpaca"),
+            "{e}"
+        );
+        assert!(e.contains("`answer`, `question`"), "{e}");
+        let e =
+            sft(json!({"instruction": "x", "output": "y", "history": [["only one"]]})).unwrap_err();
+        assert!(e.contains("history[0]"), "{e}");
     }
 }

@@ -10,7 +10,8 @@ use super::config::{DataSpec, Kind};
 use super::shards::{Dtype, ShardFile};
 
 /// Version of the on-disk layout; part of every fingerprint.
-pub const FORMAT: u32 = 1;
+/// 2: SFT masks stop at the end-of-turn token (1 also covered the newlines after it).
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// The accelerator's peak TFLOP/s for MFU (default: NVIDIA's datasheet number for the GPU's
+    /// name and the run's precision; CPUs have none).
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +71,7 @@ pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
                 sets: r.set.clone(),
                 device: r.device.clone(),
                 quiet: r.quiet,
+                peak_tflops: r.peak_tflops,
             };
             return crate::train::runner::run_file(&r.file, &opts);
         }

@@ -31,6 +31,10 @@ pub struct Experiment {
     /// `auto` (CUDA when built with it and present, else CPU), `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Matmul precision: `f32`, or `bf16` (autocast: matmuls in bf16, float32 master weights and
+    /// optimizer state, as the seed trains on GPUs).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// The registry directory (run directories, `doge.sqlite`), relative to the experiment file;
     /// unset = `registry` in the current directory. Not part of the run id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +57,31 @@ pub struct Experiment {
     /// Directory of the top experiment file: relative paths above are relative to it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The dtype matrix products run in during training.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    /// The autocast dtype (None = float32 throughout).
+    pub fn matmul_dtype(&self) -> Option<candle_core::DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(candle_core::DType::BF16),
+        }
+    }
 }
 
 /// The model: a preset, explicit dims, or a checkpoint to start from, with per-field overrides.

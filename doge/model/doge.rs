@@ -5,12 +5,20 @@
 //! Struct fields follow the checkpoint's tensor names (`self_attn.q_proj`, `mlp.router_gate`, ...).
 //! The KV cache is not part of the model: it is a value passed to `forward`, so one forward serves
 //! training (no cache), scoring and generation.
+//!
+//! On the CPU (f32/f64) the hot paths run as fused kernels with their own backward
+//! (`super::ops`: RMSNorm, rotary, the DMA softmax, SwiGLU, lm_head + cross-entropy); the composed
+//! ops stay the reference and the path on other devices, and `DOGE_FUSED=0` or
+//! [`DogeForCausalLM::with_fused`] selects them everywhere.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use super::autocast::{self, Linear};
 
 use super::config::DogeConfig;
 use super::masks::{attention_keep_mask, KeepMaskInput};
+use super::ops::{self, fusable};
 use super::routing::route_tokens;
 
 /// PyTorch's masked-fill value for dropped attention logits.
@@ -26,11 +34,32 @@ fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<L
     Ok(Linear::new(w, b))
 }
 
+/// `lin(x)`, except that a few rows without gradient (a decode step) on the fused CPU path stream
+/// the weight once instead of going through the packing matrix product.
+fn project(lin: &Linear, x: &Tensor, fused: bool) -> Result<Tensor> {
+    let dims = x.dims();
+    let d = *dims.last().unwrap_or(&0);
+    let rows = x.elem_count() / d.max(1);
+    let w = lin.weight();
+    if !(fused && fusable(x) && rows <= 4 && !x.track_op() && !w.track_op()) {
+        return lin.forward(x);
+    }
+    let y = ops::matvec::linear_rows(&x.reshape((rows, d))?, w)?;
+    let y = match lin.bias() {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut shape = dims.to_vec();
+    *shape.last_mut().expect("a linear input has a last dim") = w.dim(0)?;
+    y.reshape(shape)
+}
+
 /// y = w * x / sqrt(mean(x²) + eps) over the last dim, composed so it has a gradient.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
+    fused: bool,
 }
 
 impl RmsNorm {
@@ -38,12 +67,20 @@ impl RmsNorm {
         Ok(Self {
             weight: vb.get(dim, "weight")?,
             eps,
+            fused: ops::fused_by_default(),
         })
     }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fused && fusable(x) {
+            return ops::rms_norm::rms_norm(x, &self.weight, self.eps);
+        }
+        #[cfg(feature = "cuda")]
+        if self.fused && crate::cuda::fusable(x) {
+            return crate::cuda::ops::rms_norm(x, &self.weight, self.eps);
+        }
         let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
             .sqrt()?
             .recip()?;
@@ -139,7 +176,10 @@ impl Rotary {
 }
 
 /// x·cos + rotate_half(x)·sin for x of shape [B, heads, L, hd].
-fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
+    if fused && fusable(x) {
+        return ops::rotary::rotary(x, cos, sin);
+    }
     let half = x.dim(D::Minus1)? / 2;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
@@ -192,6 +232,7 @@ pub struct DogeAttention {
     head_dim: usize,
     keep_window_size: usize,
     sliding_window: Option<usize>,
+    fused: bool,
 }
 
 impl DogeAttention {
@@ -217,7 +258,14 @@ impl DogeAttention {
             head_dim: hd,
             keep_window_size: cfg.keep_window_size,
             sliding_window: cfg.sliding_window,
+            fused: ops::fused_by_default(),
         })
+    }
+
+    fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
+        self.q_norm.fused = fused;
+        self.k_norm.fused = fused;
     }
 
     /// x: [B, L, d], the normed hidden states of positions `past .. past + L`.
@@ -234,19 +282,19 @@ impl DogeAttention {
         let heads = |t: Tensor, n: usize| t.reshape((b, l, n, hd));
         let q = self
             .q_norm
-            .forward(&heads(self.q_proj.forward(x)?, h)?)?
+            .forward(&heads(project(&self.q_proj, x, self.fused)?, h)?)?
             .transpose(1, 2)?
             .contiguous()?;
         let k = self
             .k_norm
-            .forward(&heads(self.k_proj.forward(x)?, kv)?)?
+            .forward(&heads(project(&self.k_proj, x, self.fused)?, kv)?)?
             .transpose(1, 2)?
             .contiguous()?;
-        let v = heads(self.v_proj.forward(x)?, kv)?
+        let v = heads(project(&self.v_proj, x, self.fused)?, kv)?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = apply_rotary(&q, &rope.0, &rope.1)?;
-        let k = apply_rotary(&k, &rope.0, &rope.1)?;
+        let q = apply_rotary(&q, &rope.0, &rope.1, self.fused)?;
+        let k = apply_rotary(&k, &rope.0, &rope.1, self.fused)?;
 
         let (k, v, past) = match cache {
             None => (k, v, 0),
@@ -270,7 +318,7 @@ impl DogeAttention {
 
         // Dynamic bias per kv head and key, from all (cached) values: exp(A * softplus(dt_proj(v))).
         let v_cat = v.transpose(1, 2)?.reshape((b, lk, kv * hd))?;
-        let dt = self.dt_proj.forward(&v_cat)?; // [B, Lk, Hkv]
+        let dt = project(&self.dt_proj, &v_cat, self.fused)?; // [B, Lk, Hkv]
         let bias = softplus(&dt)?
             .broadcast_mul(&self.a)?
             .exp()?
@@ -286,6 +334,16 @@ impl DogeAttention {
             keep_window_size: self.keep_window_size,
             sliding_window: self.sliding_window,
         })?; // u8 [B or 1, Hkv or 1, L, Lk]
+        let scaling = (hd as f64).powf(-0.5);
+        if self.fused && fusable(&q) {
+            let scores = autocast::matmul(&q.reshape((b, kv, groups * l, hd))?, &k.t()?)?;
+            let probs = ops::attention::masked_softmax(&scores, &bias, &keep, scaling)?;
+            let out = autocast::matmul(&probs, &v)?
+                .reshape((b, h, l, hd))?
+                .transpose(1, 2)?
+                .reshape((b, l, h * hd))?;
+            return project(&self.o_proj, &out, self.fused);
+        }
         let shape = (b, kv, l, lk);
         let keep = keep.broadcast_as(shape)?;
         let min = Tensor::new(MASK_VALUE, x.device())?
@@ -293,19 +351,31 @@ impl DogeAttention {
             .broadcast_as(shape)?;
         let mask = keep.where_cond(&bias.unsqueeze(2)?.broadcast_as(shape)?, &min)?;
 
+        // Scoring and generation on CUDA (nothing to differentiate, float32): the flash-style
+        // kernel, which never materialises the [L, Lk] scores.
+        #[cfg(feature = "cuda")]
+        if self.fused
+            && crate::cuda::fusable(&q)
+            && autocast::matmul_dtype().is_none()
+            && ![&q, &k, &v, &mask].iter().any(|t| t.track_op())
+        {
+            let out = crate::cuda::ops::dma_attention_forward(&q, &k, &v, &mask, scaling)?
+                .transpose(1, 2)?
+                .reshape((b, l, h * hd))?;
+            return project(&self.o_proj, &out, self.fused);
+        }
+
         // Query head h reads kv head h / groups: fold the groups into the row axis instead of
         // repeating keys and values.
-        let scaling = (hd as f64).powf(-0.5);
         let q = q.reshape((b, kv, groups * l, hd))?;
-        let scores = (q.matmul(&k.t()?)? * scaling)?.reshape((b, kv, groups, l, lk))?;
+        let scores = (autocast::matmul(&q, &k.t()?)? * scaling)?.reshape((b, kv, groups, l, lk))?;
         let scores = scores.broadcast_add(&mask.unsqueeze(2)?)?;
         let probs = softmax_last_dim(&scores)?.reshape((b, kv, groups * l, lk))?;
-        let out = probs
-            .matmul(&v)?
+        let out = autocast::matmul(&probs, &v)?
             .reshape((b, h, l, hd))?
             .transpose(1, 2)?
             .reshape((b, l, h * hd))?;
-        self.o_proj.forward(&out)
+        project(&self.o_proj, &out, self.fused)
     }
 }
 
@@ -315,6 +385,7 @@ pub struct DogeMlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    fused: bool,
 }
 
 impl DogeMlp {
@@ -324,14 +395,23 @@ impl DogeMlp {
             gate_proj: linear(d, ff, bias, vb.pp("gate_proj"))?,
             up_proj: linear(d, ff, bias, vb.pp("up_proj"))?,
             down_proj: linear(ff, d, bias, vb.pp("down_proj"))?,
+            fused: ops::fused_by_default(),
         })
     }
 }
 
 impl Module for DogeMlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gated = (self.gate_proj.forward(x)?.silu()? * self.up_proj.forward(x)?)?;
-        self.down_proj.forward(&gated)
+        let (gate, up) = (
+            project(&self.gate_proj, x, self.fused)?,
+            project(&self.up_proj, x, self.fused)?,
+        );
+        let gated = if self.fused && fusable(&gate) {
+            ops::swiglu::swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        project(&self.down_proj, &gated, self.fused)
     }
 }
 
@@ -402,6 +482,15 @@ pub enum Feedforward {
     Moe(DogeCdMoe),
 }
 
+impl Feedforward {
+    fn set_fused(&mut self, fused: bool) {
+        match self {
+            Feedforward::Dense(m) => m.fused = fused,
+            Feedforward::Moe(m) => m.shared.fused = fused,
+        }
+    }
+}
+
 impl Module for Feedforward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
@@ -420,6 +509,7 @@ pub struct DogeDecoderLayer {
     post_attention_layernorm: RmsNorm,
     mlp: Feedforward,
     post_attention_residual: Tensor,
+    fused: bool,
 }
 
 impl DogeDecoderLayer {
@@ -441,7 +531,16 @@ impl DogeDecoderLayer {
             )?,
             mlp,
             post_attention_residual: vb.get(d, "post_attention_residual")?,
+            fused: ops::fused_by_default(),
         })
+    }
+
+    fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
+        self.input_layernorm.fused = fused;
+        self.post_attention_layernorm.fused = fused;
+        self.self_attn.set_fused(fused);
+        self.mlp.set_fused(fused);
     }
 
     pub fn forward(
@@ -453,11 +552,19 @@ impl DogeDecoderLayer {
         let attn = self
             .self_attn
             .forward(&self.input_layernorm.forward(h)?, rope, cache)?;
-        let h = (h.broadcast_mul(&self.input_residual)? + attn)?;
+        let h = self.residual(h, &self.input_residual, &attn)?;
         let mlp = self
             .mlp
             .forward(&self.post_attention_layernorm.forward(&h)?)?;
-        h.broadcast_mul(&self.post_attention_residual)? + mlp
+        self.residual(&h, &self.post_attention_residual, &mlp)
+    }
+
+    /// h·r + x, r scaling each row.
+    fn residual(&self, h: &Tensor, r: &Tensor, x: &Tensor) -> Result<Tensor> {
+        if self.fused && fusable(h) {
+            return ops::residual::scaled_residual(h, r, x);
+        }
+        h.broadcast_mul(r)? + x
     }
 }
 
@@ -470,6 +577,7 @@ pub struct DogeForCausalLM {
     lm_head: Tensor,
     rotary: Rotary,
     config: DogeConfig,
+    fused: bool,
 }
 
 impl DogeForCausalLM {
@@ -493,11 +601,27 @@ impl DogeForCausalLM {
             lm_head,
             rotary: Rotary::new(cfg),
             config: cfg.clone(),
+            fused: ops::fused_by_default(),
         })
     }
 
     pub fn config(&self) -> &DogeConfig {
         &self.config
+    }
+
+    /// The same model computing with the fused CPU kernels (`true`, the default unless
+    /// `DOGE_FUSED=0`) or with composed candle ops only (`false`).
+    pub fn with_fused(mut self, fused: bool) -> Self {
+        self.norm.fused = fused;
+        self.fused = fused;
+        for layer in &mut self.layers {
+            layer.set_fused(fused);
+        }
+        self
+    }
+
+    pub fn fused(&self) -> bool {
+        self.fused
     }
 
     pub fn dtype(&self) -> DType {
@@ -531,12 +655,44 @@ impl DogeForCausalLM {
 
     /// Logits [B, L, V] from hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        hidden.broadcast_matmul(&self.lm_head.t()?)
+        let (b, l, d) = hidden.dims3()?;
+        // A few positions without gradient (generation): one streaming pass over the lm_head.
+        if self.fused
+            && fusable(hidden)
+            && b * l <= 4
+            && !hidden.track_op()
+            && !self.lm_head.track_op()
+        {
+            let rows = hidden.reshape((b * l, d))?;
+            return ops::matvec::linear_rows(&rows, &self.lm_head)?.reshape((b, l, ()));
+        }
+        autocast::matmul(hidden, &self.lm_head.t()?)
     }
 
     /// Logits [B, L, V] for every position.
     pub fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         self.logits(&self.hidden_states(input_ids, cache)?)
+    }
+
+    /// Mean next-token cross-entropy of `input_ids` [B, L] against `labels` [B, L] (i64, -100
+    /// ignored, unshifted), as [`causal_lm_loss`] of [`Self::forward`], without materialising the
+    /// logits when the fused kernels are on.
+    pub fn loss(&self, input_ids: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, None)?;
+        #[cfg(feature = "cuda")]
+        if self.fused && crate::cuda::fusable(&hidden) {
+            return crate::cuda::ops::causal_lm_loss(&self.logits(&hidden)?, labels);
+        }
+        if !(self.fused && fusable(&hidden)) {
+            return causal_lm_loss(&self.logits(&hidden)?, labels);
+        }
+        let (b, l, d) = hidden.dims3()?;
+        if l < 2 {
+            candle_core::bail!("the loss needs at least two positions, found {l}");
+        }
+        let hidden = hidden.narrow(1, 0, l - 1)?.reshape((b * (l - 1), d))?;
+        let targets = labels.narrow(1, 1, l - 1)?.reshape(b * (l - 1))?;
+        ops::cross_entropy::linear_cross_entropy(&hidden, &self.lm_head, &targets)
     }
 
     /// Logits [B, V] of the last position only (what generation needs; saves the lm_head on the rest).

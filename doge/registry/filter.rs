@@ -178,8 +178,10 @@ fn error(src: &str, byte: usize, expected: &str, found: String) -> ParseError {
     }
 }
 
+/// `/` is part of a key: metric names follow TRL's (`rewards/accuracy`), and the language has no
+/// division.
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
+    c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')
 }
 
 /// Splits into tokens, each with its byte offset.

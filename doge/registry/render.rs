@@ -1,6 +1,9 @@
 //! Text output of the query commands: aligned tables, CSV and JSON.
 
 use serde_json::{Map, Value as Json};
+use tabled::builder::Builder;
+use tabled::settings::style::{HorizontalLine, Style};
+use tabled::settings::Padding;
 
 /// `--format` of `doge runs list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,29 +22,36 @@ pub fn render(format: Format, header: &[String], rows: &[Vec<String>]) -> String
     }
 }
 
-/// Columns padded to their widest cell, a rule under the header.
+/// Columns padded to their widest cell, two spaces apart, a rule under the header.
 pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut builder = Builder::default();
+    builder.push_record(header.iter().cloned());
     for row in rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+        builder.push_record(row.iter().cloned());
     }
-    let line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&width)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        parts.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut out = line(header);
-    let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
-    out += &line(&rule);
-    for row in rows {
-        out += &line(row);
+    let mut t = builder.build();
+    t.with(Style::empty().horizontals([(1, HorizontalLine::new('-'))]))
+        .with(Padding::new(0, 2, 0, 0));
+    // Lines end where their text ends (the padding would leave trailing spaces).
+    let mut out: String = t
+        .to_string()
+        .lines()
+        .map(|l| l.trim_end().to_string() + "\n")
+        .collect();
+    if rows.is_empty() && out.is_empty() {
+        out.push('\n');
     }
     out
+}
+
+/// The same table as Markdown (`| a | b |`, `|---|---|`), for reports.
+pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut builder = Builder::default();
+    builder.push_record(header.iter().cloned());
+    for row in rows {
+        builder.push_record(row.iter().map(|c| c.replace('|', "\\|")));
+    }
+    builder.build().with(Style::markdown()).to_string() + "\n"
 }
 
 fn csv_cell(s: &str) -> String {

@@ -19,7 +19,7 @@ const TASKS: &[&str] = &[
     "arc",
     "piqa",
     "hellaswag",
-    "obqa",
+    "openbookqa",
     "winogrande",
 ];
 
@@ -253,11 +253,7 @@ fn leaderboard(runs: &[RunView]) -> Table {
 }
 
 fn md_table((h, rows): &Table) -> String {
-    let mut o = format!("| {} |\n|{}\n", h.join(" | "), "---|".repeat(h.len()));
-    for r in rows {
-        let _ = writeln!(o, "| {} |", r.join(" | "));
-    }
-    o
+    super::render::markdown(h, rows)
 }
 
 fn markdown_text(

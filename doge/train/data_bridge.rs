@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use super::rows::TokenRows;
-use crate::data::{Kind, PrepareOptions, TokenDataset};
+use crate::data::{PrepareOptions, TokenDataset};
 use crate::experiment::{Experiment, Stage};
 
 fn options(exp: &Experiment) -> PrepareOptions {
@@ -18,8 +18,14 @@ pub fn tokenizer_dir(exp: &Experiment) -> Result<PathBuf> {
     Ok(crate::data::experiment_tokenizer(exp, &options(exp))?.dir)
 }
 
-/// The packed token rows a pretrain stage trains and evaluates on.
+/// The token rows a pretrain stage (packed text) or an SFT stage (chats with assistant masks)
+/// trains and evaluates on.
 pub fn stage_rows(exp: &Experiment, stage: &Stage) -> Result<Box<dyn TokenRows>> {
+    Ok(Box::new(stage_dataset(exp, stage)?))
+}
+
+/// The prepared data of a stage, checked to be of the stage's kind (text, chats or pairs).
+pub fn stage_dataset(exp: &Experiment, stage: &Stage) -> Result<TokenDataset> {
     let (tok, dir) = crate::data::prepare_experiment(exp, stage, &options(exp))?;
     let cfg_vocab = exp
         .model
@@ -38,14 +44,17 @@ pub fn stage_rows(exp: &Experiment, stage: &Stage) -> Result<Box<dyn TokenRows>>
         }
     }
     let ds = TokenDataset::open(&dir)?;
-    if ds.kind() != Kind::Pretrain {
+    let want = crate::data::DataSpec::from_experiment(exp, Some(stage)).kind;
+    if ds.kind() != want {
         bail!(
-            "{}: prepared as {:?} data, but a pretrain stage needs packed text",
+            "{}: prepared as {} data, but stage `{}` needs {} data",
             dir.display(),
-            ds.kind()
+            ds.kind().as_str(),
+            stage.id(),
+            want.as_str()
         );
     }
-    Ok(Box::new(ds))
+    Ok(ds)
 }
 
 impl TokenRows for TokenDataset {
@@ -69,5 +78,11 @@ impl TokenRows for TokenDataset {
     }
     fn test_len(&self, i: usize) -> usize {
         TokenDataset::test_len(self, i)
+    }
+    fn train_mask(&self, i: usize) -> Option<Vec<u8>> {
+        TokenDataset::train_mask(self, i)
+    }
+    fn test_mask(&self, i: usize) -> Option<Vec<u8>> {
+        TokenDataset::test_mask(self, i)
     }
 }

@@ -1,7 +1,13 @@
 //! AdamW exactly as `torch.optim.AdamW` computes it (decoupled weight decay applied before the
 //! moment update, bias corrections folded into the step size), and `clip_grad_norm_`.
+//!
+//! On the CPU (f32/f64) the update runs as three in-place passes per tensor
+//! (`model::ops::adamw`) with the same arithmetic; `DOGE_FUSED=0` or `fused = false` selects the
+//! composed ops, which are also the path on other devices.
 
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
+
+use crate::model::ops::{self, adamw::AdamWScalars, fusable};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -28,6 +34,8 @@ pub struct AdamW {
     pub params: Vec<TrainParam>,
     /// Number of updates done (torch's `step` state).
     pub step: u64,
+    /// Update in place with the fused kernel where the tensors allow it.
+    pub fused: bool,
 }
 
 impl AdamW {
@@ -35,12 +43,12 @@ impl AdamW {
         let params = params
             .into_iter()
             .map(|(name, var, decay)| {
-                let zeros = var.as_tensor().zeros_like()?;
+                // Two allocations: the fused update writes each moment in place.
                 Ok(TrainParam {
                     name,
                     decay,
-                    exp_avg: zeros.clone(),
-                    exp_avg_sq: zeros,
+                    exp_avg: var.as_tensor().zeros_like()?,
+                    exp_avg_sq: var.as_tensor().zeros_like()?,
                     var,
                 })
             })
@@ -49,6 +57,7 @@ impl AdamW {
             config,
             params,
             step: 0,
+            fused: ops::fused_by_default(),
         })
     }
 
@@ -77,6 +86,39 @@ impl AdamW {
         let bias_correction2_sqrt = bias_correction2.sqrt();
         for (p, g) in self.params.iter_mut().zip(grads) {
             let Some(g) = g else { continue };
+            let theta = p.var.as_tensor();
+            if self.fused && fusable(theta) && g.dtype() == theta.dtype() && g.device().is_cpu() {
+                let decay = (p.decay && c.weight_decay != 0.0).then_some(1.0 - lr * c.weight_decay);
+                let scalars = AdamWScalars {
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    grad_scale,
+                    decay,
+                    step_size,
+                    bias_correction2_sqrt,
+                };
+                ops::adamw::adamw_update(theta, &p.exp_avg, &p.exp_avg_sq, g, scalars)?;
+                continue;
+            }
+            #[cfg(feature = "cuda")]
+            if self.fused && crate::cuda::fusable(theta) && g.dtype() == theta.dtype() {
+                let decay = (p.decay && c.weight_decay != 0.0).then_some(1.0 - lr * c.weight_decay);
+                let h = crate::cuda::ops::AdamWStep {
+                    decay_factor: decay.unwrap_or(1.0) as f32,
+                    beta1: c.beta1 as f32,
+                    beta2: c.beta2 as f32,
+                    eps: c.eps as f32,
+                    step_size: step_size as f32,
+                    bias_correction2_sqrt: bias_correction2_sqrt as f32,
+                    grad_scale: grad_scale as f32,
+                };
+                let (theta, m, v) =
+                    crate::cuda::ops::adamw_step(theta, g, &p.exp_avg, &p.exp_avg_sq, h)?;
+                p.var.set(&theta)?;
+                (p.exp_avg, p.exp_avg_sq) = (m, v);
+                continue;
+            }
             let g = (g * grad_scale)?;
             let mut theta = p.var.as_tensor().detach();
             if p.decay && c.weight_decay != 0.0 {
@@ -95,7 +137,12 @@ impl AdamW {
 /// The global L2 norm of all gradients (clip_grad_norm_'s total norm).
 pub fn grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut total = 0f64;
+    let fused = ops::fused_by_default();
     for g in grads.iter().flatten() {
+        if fused && fusable(g) {
+            total += ops::adamw::sum_of_squares(g)?;
+            continue;
+        }
         total += g
             .sqr()?
             .sum_all()?

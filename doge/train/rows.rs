@@ -20,6 +20,16 @@ pub trait TokenRows {
         let _ = i;
         self.row_len()
     }
+    /// SFT: 1 for each token of the row that carries loss (the assistant's), else 0; `None` when
+    /// every real token does (pre-training).
+    fn train_mask(&self, i: usize) -> Option<Vec<u8>> {
+        let _ = i;
+        None
+    }
+    fn test_mask(&self, i: usize) -> Option<Vec<u8>> {
+        let _ = i;
+        None
+    }
 }
 
 /// Rows held in memory (tests, and small pre-tokenized inputs).

@@ -15,12 +15,13 @@ use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::mfu::{self, Utilisation};
 use super::optimizer::AdamWConfig;
 use super::pretrain::{self, StageObserver, StageOutcome, StageSettings};
-use super::rows::TokenRows;
 use super::schedule::Schedule;
 use crate::checkpoint::Checkpoint;
 use crate::experiment::{self, Experiment, Stage, StageKind};
+use crate::model::flops::train_flops_per_token;
 use crate::model::DogeConfig;
 use crate::registry::{NewRun, Registry, RunStatus};
 
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub device: Option<String>,
     /// No progress bar (logs only).
     pub quiet: bool,
+    /// The device's peak TFLOP/s for MFU, overriding the datasheet table.
+    pub peak_tflops: Option<f64>,
 }
 
 /// The error a run ends with when Ctrl-C stopped it (after saving a checkpoint).
@@ -90,20 +93,40 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
         }
         run_one(path, &run.experiment, &run.id, opts, &stop)?;
     }
+    print_summary(&runs)
+}
+
+/// The runs this command covered, as `doge runs list` shows them: one row per stage.
+fn print_summary(runs: &[experiment::Run]) -> Result<()> {
+    let Some(first) = runs.first() else {
+        return Ok(());
+    };
+    let registry = Registry::open(&first.experiment.registry_dir().join("doge.sqlite"))?;
+    let ids: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.experiment
+                .stages
+                .iter()
+                .map(move |s| format!("'{}-{}'", r.id, s.id()))
+        })
+        .collect();
+    let query = crate::registry::commands::ListQuery {
+        filter: Some(format!("id in ({})", ids.join(", "))),
+        sort: None,
+        limit: None,
+        format: crate::registry::render::Format::Table,
+    };
+    eprint!("\n{}", crate::registry::commands::list(&registry, &query)?);
     Ok(())
 }
 
 /// Refuses, before any compute, what this version cannot run.
 fn check_runnable(exp: &Experiment) -> Result<()> {
     for stage in &exp.stages {
+        // Every kind runs today; a new kind must be accepted here before it can.
         match stage.kind {
-            StageKind::Pretrain => {}
-            other => bail!(
-                "stage `{}` is a {} stage, which this doge cannot run yet (pretrain stages only); \
-                 remove it or run it with a later version",
-                stage.id(),
-                other.as_str()
-            ),
+            StageKind::Pretrain | StageKind::Sft | StageKind::Dpo | StageKind::Eval => {}
         }
     }
     Ok(())
@@ -248,9 +271,29 @@ fn run_stage(
     opts: &RunOptions,
     stop: &AtomicBool,
 ) -> Result<StageOutcome> {
+    if stage.kind == StageKind::Eval {
+        std::fs::create_dir_all(stage_dir)?; // for done.json
+        let dir = crate::eval::stage::run(exp, stage, previous, registry, run_id, dev, opts.quiet)?;
+        return Ok(StageOutcome::Done(dir));
+    }
+    let (start, init_dir) = initial_weights(exp, stage, cfg, previous, dev)?;
+    // Lineage: the checkpoint this stage starts from (the previous stage's final one, or `init`),
+    // recorded once, when the stage starts rather than resumes.
+    if let Some(dir) = init_dir.filter(|_| super::state::list(stage_dir).is_empty()) {
+        registry.add_artifact(run_id, "init", &dir, None)?;
+    }
+    if stage.kind == StageKind::Dpo {
+        return run_dpo_stage(
+            exp, stage, cfg, start, stage_dir, run_id, registry, dev, opts, stop,
+        );
+    }
     let rows = super::data_bridge::stage_rows(exp, stage)?;
-    let start = initial_weights(exp, stage, cfg, previous, dev)?;
-    let settings = stage_settings(stage, rows.as_ref(), format!("{run_id}:{}", rows.row_len()))?;
+    let settings = stage_settings(
+        stage,
+        rows.num_train_rows(),
+        rows.row_len().saturating_sub(1),
+        format!("{run_id}:{}", rows.row_len()),
+    )?;
     eprintln!(
         "stage {}: {} steps x {} rows of {} tokens ({} train rows, {} test rows)",
         stage.id(),
@@ -260,10 +303,69 @@ fn run_stage(
         rows.num_train_rows(),
         rows.num_test_rows()
     );
-    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts.quiet);
+    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts.quiet)
+        .with_utilisation(utilisation(exp, cfg, rows.row_len(), dev, opts));
+    let _autocast = crate::model::autocast::enable(exp.precision.matmul_dtype());
+    if stage.kind == StageKind::Sft {
+        return super::sft::train(
+            start,
+            rows.as_ref(),
+            &settings,
+            stage_dir,
+            &mut observer,
+            stop,
+        );
+    }
     pretrain::train(
         start,
         rows.as_ref(),
+        &settings,
+        stage_dir,
+        &mut observer,
+        stop,
+    )
+}
+
+/// A DPO stage: preference pairs, the starting weights as the frozen reference, `data.seq-len`
+/// as the length limit of prompt + answer.
+#[allow(clippy::too_many_arguments)]
+fn run_dpo_stage(
+    exp: &Experiment,
+    stage: &Stage,
+    cfg: &DogeConfig,
+    start: Checkpoint,
+    stage_dir: &Path,
+    run_id: &str,
+    registry: &mut Registry,
+    dev: &Device,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> Result<StageOutcome> {
+    let pairs = super::data_bridge::stage_dataset(exp, stage)?;
+    let max_len = pairs.seq_len();
+    let beta = stage.beta.unwrap_or(0.1);
+    let settings = stage_settings(
+        stage,
+        pairs.num_train_rows(),
+        2 * max_len,
+        format!("{run_id}:dpo:{max_len}:{beta}"),
+    )?;
+    eprintln!(
+        "stage {}: {} steps x {} pairs of at most {max_len} tokens ({} train pairs, {} test pairs), beta {beta}",
+        stage.id(),
+        settings.total_steps,
+        settings.batch_size * settings.grad_accum,
+        pairs.num_train_rows(),
+        pairs.num_test_rows()
+    );
+    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts.quiet)
+        .with_utilisation(utilisation(exp, cfg, max_len, dev, opts));
+    let _autocast = crate::model::autocast::enable(exp.precision.matmul_dtype());
+    super::dpo::train(
+        start,
+        &pairs,
+        beta,
+        max_len,
         &settings,
         stage_dir,
         &mut observer,
@@ -279,7 +381,7 @@ fn initial_weights(
     cfg: &DogeConfig,
     previous: Option<&Path>,
     dev: &Device,
-) -> Result<Checkpoint> {
+) -> Result<(Checkpoint, Option<PathBuf>)> {
     let local = |p: &str| -> Result<PathBuf> {
         if experiment::spec::is_local(p) {
             Ok(exp.local_path(p))
@@ -294,10 +396,10 @@ fn initial_weights(
         (None, None, None) => None,
     };
     match source {
-        None => Ok(Checkpoint::init(cfg, exp.seed, DType::F32, dev)?),
+        None => Ok((Checkpoint::init(cfg, exp.seed, DType::F32, dev)?, None)),
         Some(dir) => {
             let loaded = Checkpoint::load(&dir, DType::F32, dev)?;
-            adapt(loaded, cfg, exp.seed, &dir)
+            Ok((adapt(loaded, cfg, exp.seed, &dir)?, Some(dir)))
         }
     }
 }
@@ -338,17 +440,16 @@ fn adapt(loaded: Checkpoint, cfg: &DogeConfig, seed: u64, dir: &Path) -> Result<
 /// Turns the stage's fractions and lengths into optimizer steps.
 fn stage_settings(
     stage: &Stage,
-    rows: &dyn TokenRows,
+    num_train: usize,
+    tokens_per_example: usize,
     config_hash: String,
 ) -> Result<StageSettings> {
     let rows_per_step = (stage.batch_size * stage.grad_accum) as u64;
-    let tokens_per_step = rows_per_step * (rows.row_len() as u64 - 1);
+    let tokens_per_step = (rows_per_step * tokens_per_example as u64).max(1);
     let total_steps = match (stage.max_steps, stage.max_tokens, stage.epochs) {
         (Some(s), _, _) => s,
         (None, Some(t), _) => t.div_ceil(tokens_per_step),
-        (None, None, Some(e)) => {
-            ((e * rows.num_train_rows() as f64) / rows_per_step as f64).ceil() as u64
-        }
+        (None, None, Some(e)) => ((e * num_train as f64) / rows_per_step as f64).ceil() as u64,
         (None, None, None) => bail!(
             "stage `{}` needs max-steps, max-tokens or epochs",
             stage.id()
@@ -405,6 +506,28 @@ struct RegistryObserver<'a> {
     registry: &'a mut Registry,
     run_id: String,
     bar: ProgressBar,
+    /// Turns tokens/s into MFU, on devices with a known peak.
+    utilisation: Option<Utilisation>,
+}
+
+/// FLOPs per token of this model at this context, and the device's peak for the run's precision
+/// (`--peak-tflops` wins over the datasheet table).
+fn utilisation(
+    exp: &Experiment,
+    cfg: &DogeConfig,
+    row_len: usize,
+    dev: &Device,
+    opts: &RunOptions,
+) -> Option<Utilisation> {
+    let matmul = exp.precision.matmul_dtype().unwrap_or(DType::F32);
+    let peak = match opts.peak_tflops {
+        Some(t) => t * 1e12,
+        None => mfu::peak_flops(&mfu::device_name(dev)?, matmul)?,
+    };
+    Some(Utilisation {
+        flops_per_token: train_flops_per_token(cfg, row_len),
+        peak_flops: peak,
+    })
 }
 
 impl<'a> RegistryObserver<'a> {
@@ -424,13 +547,23 @@ impl<'a> RegistryObserver<'a> {
             registry,
             run_id: run_id.into(),
             bar,
+            utilisation: None,
         }
+    }
+
+    fn with_utilisation(mut self, utilisation: Option<Utilisation>) -> Self {
+        self.utilisation = utilisation;
+        self
     }
 }
 
 impl StageObserver for RegistryObserver<'_> {
     fn metrics(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
-        let rows: Vec<(u64, &str, f64)> = values.iter().map(|(n, v)| (step, *n, *v)).collect();
+        let mut rows: Vec<(u64, &str, f64)> = values.iter().map(|(n, v)| (step, *n, *v)).collect();
+        let tokens_per_s = values.iter().find(|(n, _)| *n == "tokens_per_s");
+        if let (Some(u), Some((_, tps))) = (self.utilisation, tokens_per_s) {
+            rows.push((step, "mfu", u.mfu(*tps)));
+        }
         self.registry.log_metrics(&self.run_id, &rows)
     }
     fn checkpoint(&mut self, dir: &Path, step: u64) -> Result<()> {
@@ -443,7 +576,17 @@ impl StageObserver for RegistryObserver<'_> {
     }
     fn progress(&mut self, step: u64, _total: u64, line: &str) {
         self.bar.set_position(step);
-        self.bar.set_message(line.to_string());
+        // The loop's line ends in "<N> tok/s"; the MFU follows it where the peak is known.
+        let tokens_per_s = line
+            .strip_suffix(" tok/s")
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok());
+        match (self.utilisation, tokens_per_s) {
+            (Some(u), Some(tps)) => self
+                .bar
+                .set_message(format!("{line} MFU {:.1}%", 100.0 * u.mfu(tps))),
+            _ => self.bar.set_message(line.to_string()),
+        }
     }
     fn println(&mut self, line: &str) {
         // A hidden bar (quiet, or stderr not a terminal) swallows println: logs must still show.

@@ -1,0 +1,465 @@
+//! Entry points of the kernels in kernels.cu: raw launches over device buffers, tensor-level
+//! functions, and the autograd ops (candle `CustomOp`s) the model and the loss use on CUDA.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
+use candle_core::{
+    CpuStorage, CudaDevice, CudaStorage, CustomOp2, Layout, Result, Shape, Tensor, D,
+};
+
+use super::{check_f32, cuda_device, cuda_err, function, launch_elements, launch_rows, view, wrap};
+
+/// Threads per block for the row kernels: enough warps to hide latency on rows of 128..32768.
+const ROW_THREADS: u32 = 256;
+/// Warps per block for the attention kernel (one warp per query row).
+const ATTENTION_WARPS: u32 = 4;
+
+fn rms_norm_fwd_raw(
+    dev: &CudaDevice,
+    x: &CudaView<'_, f32>,
+    w: &CudaView<'_, f32>,
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    let y = dev.alloc_zeros::<f32>(rows * cols)?;
+    let rstd = dev.alloc_zeros::<f32>(rows)?;
+    let f = function(dev, "rms_norm_fwd")?;
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
+    let (r, c, e) = (rows as i32, cols as i32, eps as f32);
+    b.arg(x).arg(w).arg(&y).arg(&rstd).arg(&r).arg(&c).arg(&e);
+    unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
+    Ok((y, rstd))
+}
+
+/// (y, rstd) of RMSNorm over the last dim: y = w · x / sqrt(mean(x²) + eps).
+pub fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    check_f32("rms_norm x", x)?;
+    check_f32("rms_norm w", w)?;
+    let dev = cuda_device(x)?;
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let cols = x.dim(D::Minus1)?;
+    let rows = x.elem_count() / cols;
+    let (y, rstd) = {
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        rms_norm_fwd_raw(&dev, &view(&xs, xl)?, &view(&ws, wl)?, rows, cols, eps)?
+    };
+    let mut rstd_shape = x.dims().to_vec();
+    rstd_shape.pop();
+    Ok((
+        wrap(y, &dev, x.shape().clone()),
+        wrap(rstd, &dev, rstd_shape),
+    ))
+}
+
+/// (dx, dw) of RMSNorm given dy and the forward's rstd.
+pub fn rms_norm_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    rstd: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let dev = cuda_device(x)?;
+    let (dy, x, w, rstd) = (
+        dy.contiguous()?,
+        x.contiguous()?,
+        w.contiguous()?,
+        rstd.contiguous()?,
+    );
+    let cols = x.dim(D::Minus1)?;
+    let rows = x.elem_count() / cols;
+    let dx = dev.alloc_zeros::<f32>(rows * cols)?;
+    let dw = dev.alloc_zeros::<f32>(cols)?;
+    {
+        let (dys, dyl) = dy.storage_and_layout();
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (rs, rl) = rstd.storage_and_layout();
+        let dyv = view::<f32>(&dys, dyl)?;
+        let xv = view::<f32>(&xs, xl)?;
+        let wv = view::<f32>(&ws, wl)?;
+        let rv = view::<f32>(&rs, rl)?;
+        let (r, c) = (rows as i32, cols as i32);
+        let f = function(&dev, "rms_norm_bwd_x")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&dyv)
+            .arg(&xv)
+            .arg(&wv)
+            .arg(&rv)
+            .arg(&dx)
+            .arg(&r)
+            .arg(&c);
+        unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
+        let f = function(&dev, "rms_norm_bwd_w")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&dyv).arg(&xv).arg(&rv).arg(&dw).arg(&r).arg(&c);
+        unsafe { b.launch(launch_elements(cols, 128)) }.map_err(cuda_err)?;
+    }
+    Ok((wrap(dx, &dev, x.shape().clone()), wrap(dw, &dev, cols)))
+}
+
+/// RMSNorm with a gradient, forward and backward on the fused kernels.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.apply_op2(w, RmsNormOp { eps })
+}
+
+struct RmsNormOp {
+    eps: f64,
+}
+
+fn contiguous_view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+    if !l.is_contiguous() {
+        return Err(cuda_err("doge::cuda kernels need contiguous tensors"));
+    }
+    Ok(s.as_cuda_slice::<f32>()?.slice(l.start_offset()..))
+}
+
+impl CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "doge-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Err(cuda_err(
+            "doge-rms-norm is the CUDA kernel; CPU tensors use the CPU path",
+        ))
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = x.device().clone();
+        let cols = *xl.dims().last().unwrap_or(&1);
+        let rows = xl.shape().elem_count() / cols.max(1);
+        let (y, _rstd) = rms_norm_fwd_raw(
+            &dev,
+            &contiguous_view(x, xl)?,
+            &contiguous_view(w, wl)?,
+            rows,
+            cols,
+            self.eps,
+        )?;
+        Ok((CudaStorage::wrap_cuda_slice(y, dev), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // rstd is one reduction: recomputing it is cheaper than keeping a second output alive.
+        let rstd = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()?
+            .squeeze(D::Minus1)?;
+        let (dx, dw) = rms_norm_backward(dy, x, w, &rstd)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Per-row cross-entropy (0 where the label is `ignore`) and each row's logsumexp.
+pub fn cross_entropy_forward(
+    logits: &Tensor,
+    labels: &Tensor,
+    ignore: i64,
+) -> Result<(Tensor, Tensor)> {
+    check_f32("cross_entropy logits", logits)?;
+    let dev = cuda_device(logits)?;
+    let (logits, labels) = (logits.contiguous()?, labels.contiguous()?);
+    let (rows, vocab) = logits.dims2()?;
+    let loss = dev.alloc_zeros::<f32>(rows)?;
+    let lse = dev.alloc_zeros::<f32>(rows)?;
+    {
+        let (ls, ll) = logits.storage_and_layout();
+        let (ts, tl) = labels.storage_and_layout();
+        let lv = view::<f32>(&ls, ll)?;
+        let tv = view::<i64>(&ts, tl)?;
+        let (r, v) = (rows as i32, vocab as i32);
+        let f = function(&dev, "cross_entropy_fwd")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&lv)
+            .arg(&tv)
+            .arg(&loss)
+            .arg(&lse)
+            .arg(&r)
+            .arg(&v)
+            .arg(&ignore);
+        unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
+    }
+    Ok((wrap(loss, &dev, rows), wrap(lse, &dev, rows)))
+}
+
+/// d(Σ g·loss)/dlogits = g · (softmax − onehot), zero on ignored rows.
+pub fn cross_entropy_backward(
+    logits: &Tensor,
+    labels: &Tensor,
+    lse: &Tensor,
+    g: &Tensor,
+    ignore: i64,
+) -> Result<Tensor> {
+    let dev = cuda_device(logits)?;
+    let (logits, labels, lse, g) = (
+        logits.contiguous()?,
+        labels.contiguous()?,
+        lse.contiguous()?,
+        g.contiguous()?,
+    );
+    let (rows, vocab) = logits.dims2()?;
+    let d = dev.alloc_zeros::<f32>(rows * vocab)?;
+    {
+        let (ls, ll) = logits.storage_and_layout();
+        let (ts, tl) = labels.storage_and_layout();
+        let (zs, zl) = lse.storage_and_layout();
+        let (gs, gl) = g.storage_and_layout();
+        let lv = view::<f32>(&ls, ll)?;
+        let tv = view::<i64>(&ts, tl)?;
+        let zv = view::<f32>(&zs, zl)?;
+        let gv = view::<f32>(&gs, gl)?;
+        let (r, v) = (rows as i32, vocab as i32);
+        let f = function(&dev, "cross_entropy_bwd")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&lv)
+            .arg(&tv)
+            .arg(&zv)
+            .arg(&gv)
+            .arg(&d)
+            .arg(&r)
+            .arg(&v)
+            .arg(&ignore);
+        unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
+    }
+    Ok(wrap(d, &dev, (rows, vocab)))
+}
+
+/// Per-row cross-entropy [N] of logits [N, V] against i64 labels [N], with a gradient.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, ignore: i64) -> Result<Tensor> {
+    logits.apply_op2(labels, CrossEntropyOp { ignore })
+}
+
+struct CrossEntropyOp {
+    ignore: i64,
+}
+
+impl CustomOp2 for CrossEntropyOp {
+    fn name(&self) -> &'static str {
+        "doge-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Err(cuda_err(
+            "doge-cross-entropy is the CUDA kernel; CPU tensors use the CPU path",
+        ))
+    }
+
+    fn cuda_fwd(
+        &self,
+        logits: &CudaStorage,
+        ll: &Layout,
+        labels: &CudaStorage,
+        tl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = logits.device().clone();
+        let (rows, vocab) = ll.shape().dims2()?;
+        if !tl.is_contiguous() {
+            return Err(cuda_err("cross_entropy: labels must be contiguous"));
+        }
+        let tv = labels.as_cuda_slice::<i64>()?.slice(tl.start_offset()..);
+        let lv = contiguous_view(logits, ll)?;
+        let loss = dev.alloc_zeros::<f32>(rows)?;
+        let lse = dev.alloc_zeros::<f32>(rows)?;
+        let (r, v) = (rows as i32, vocab as i32);
+        let f = function(&dev, "cross_entropy_fwd")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&lv)
+            .arg(&tv)
+            .arg(&loss)
+            .arg(&lse)
+            .arg(&r)
+            .arg(&v)
+            .arg(&self.ignore);
+        unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
+        Ok((CudaStorage::wrap_cuda_slice(loss, dev), Shape::from(rows)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        _loss: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // The logsumexp is recomputed by the forward kernel (one pass over the row).
+        let (_, lse) = cross_entropy_forward(logits, labels, self.ignore)?;
+        let d = cross_entropy_backward(logits, labels, &lse, g, self.ignore)?;
+        Ok((Some(d), None))
+    }
+}
+
+/// Mean next-token cross-entropy of logits [B, L, V] against unshifted i64 labels [B, L] (-100
+/// ignored), as `model::causal_lm_loss`, on the fused kernel.
+pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, l, v) = logits.dims3()?;
+    if l < 2 {
+        candle_core::bail!("the loss needs at least two positions, found {l}");
+    }
+    let logits = logits.narrow(1, 0, l - 1)?.reshape((b * (l - 1), v))?;
+    let targets = labels
+        .narrow(1, 1, l - 1)?
+        .reshape(b * (l - 1))?
+        .contiguous()?;
+    let per_row = cross_entropy(&logits, &targets, crate::model::doge::IGNORE_INDEX)?;
+    let count = targets
+        .ge(0i64)?
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .maximum(1f32)?;
+    per_row.sum_all()?.broadcast_div(&count)
+}
+
+/// Hyper-parameters of one AdamW step, already combined as torch combines them.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    /// 1 − lr·weight_decay (1 for tensors without decay).
+    pub decay_factor: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// lr / (1 − β1^t).
+    pub step_size: f32,
+    /// sqrt(1 − β2^t).
+    pub bias_correction2_sqrt: f32,
+    /// Multiplies the gradient first (clipping, accumulation).
+    pub grad_scale: f32,
+}
+
+/// One AdamW step over a tensor in a single kernel: (θ', m', v').
+pub fn adamw_step(
+    theta: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    h: AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dev = cuda_device(theta)?;
+    let (theta, grad, m, v) = (
+        theta.contiguous()?,
+        grad.contiguous()?,
+        m.contiguous()?,
+        v.contiguous()?,
+    );
+    let n = theta.elem_count();
+    let theta_out = dev.alloc_zeros::<f32>(n)?;
+    let m_out = dev.alloc_zeros::<f32>(n)?;
+    let v_out = dev.alloc_zeros::<f32>(n)?;
+    {
+        let (ts, tl) = theta.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (ms, ml) = m.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let tv = view::<f32>(&ts, tl)?;
+        let gv = view::<f32>(&gs, gl)?;
+        let mv = view::<f32>(&ms, ml)?;
+        let vv = view::<f32>(&vs, vl)?;
+        let f = function(&dev, "adamw_step")?;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&tv).arg(&gv).arg(&mv).arg(&vv);
+        b.arg(&theta_out).arg(&m_out).arg(&v_out).arg(&n);
+        b.arg(&h.decay_factor)
+            .arg(&h.beta1)
+            .arg(&h.beta2)
+            .arg(&h.eps);
+        b.arg(&h.step_size)
+            .arg(&h.bias_correction2_sqrt)
+            .arg(&h.grad_scale);
+        unsafe { b.launch(launch_elements(n, 256)) }.map_err(cuda_err)?;
+    }
+    let shape = theta.shape().clone();
+    Ok((
+        wrap(theta_out, &dev, shape.clone()),
+        wrap(m_out, &dev, shape.clone()),
+        wrap(v_out, &dev, shape),
+    ))
+}
+
+/// Dynamic mask attention forward (no gradient: scoring and generation). q [B, H, Lq, D],
+/// k and v [B, Hkv, Lk, D], mask [B, Hkv, Lq, Lk] additive (see kernels.cu). Returns
+/// [B, H, Lq, D].
+pub fn dma_attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    for (name, t) in [("q", q), ("k", k), ("v", v), ("mask", mask)] {
+        check_f32(name, t)?;
+    }
+    let dev = cuda_device(q)?;
+    let (b, h, lq, d) = q.dims4()?;
+    let (_, hkv, lk, _) = k.dims4()?;
+    if d > 256 || h % hkv != 0 {
+        return Err(cuda_err(format!(
+            "dma_attention: head_dim {d} > 256 or {h} heads not a multiple of {hkv} kv heads"
+        )));
+    }
+    let mask = mask.broadcast_as((b, hkv, lq, lk))?.contiguous()?;
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let rows = b * h * lq;
+    let out = dev.alloc_zeros::<f32>(rows * d)?;
+    let lse = dev.alloc_zeros::<f32>(rows)?;
+    {
+        let (qs, ql) = q.storage_and_layout();
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let (ms, ml) = mask.storage_and_layout();
+        let qv = view::<f32>(&qs, ql)?;
+        let kv = view::<f32>(&ks, kl)?;
+        let vv = view::<f32>(&vs, vl)?;
+        let mv = view::<f32>(&ms, ml)?;
+        let dims = [
+            b as i32, h as i32, hkv as i32, lq as i32, lk as i32, d as i32,
+        ];
+        let scale = scale as f32;
+        let f = function(&dev, "dma_attention_fwd")?;
+        let stream = dev.cuda_stream();
+        let mut bld = stream.launch_builder(&f);
+        bld.arg(&qv).arg(&kv).arg(&vv).arg(&mv).arg(&out).arg(&lse);
+        for x in &dims {
+            bld.arg(x);
+        }
+        bld.arg(&scale);
+        let cfg = candle_core::cuda::cudarc::driver::LaunchConfig {
+            grid_dim: (rows.div_ceil(ATTENTION_WARPS as usize) as u32, 1, 1),
+            block_dim: (ATTENTION_WARPS * 32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { bld.launch(cfg) }.map_err(cuda_err)?;
+    }
+    Ok(wrap(out, &dev, (b, h, lq, d)))
+}

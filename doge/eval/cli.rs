@@ -1,0 +1,156 @@
+//! `doge eval`: score a checkpoint on benchmarks, print the table, record the scores.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+
+use super::{parse_tasks, record, results_table, samples, EvalOptions, Evaluator};
+use crate::checkpoint::Checkpoint;
+use crate::cli::io::{parse_device, ModelArgs};
+use crate::data::tokenizer::DogeTokenizer;
+use crate::registry::cli::DEFAULT_REGISTRY;
+use crate::registry::Registry;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Comma-separated tasks: hellaswag, arc_easy, arc_challenge (`arc` = both), piqa, boolq,
+    /// openbookqa, mmlu, winogrande, triviaqa, perplexity. Each may be `NAME[:SHOTS][=SOURCE]`,
+    /// SOURCE a local file/folder or `hub:ID[:CONFIG]`.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Few-shot examples per item for every task (default: the seed's, 5; boolq 0).
+    #[arg(long)]
+    pub shots: Option<usize>,
+    /// Only the first N items of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Sequences per forward pass; scores do not depend on it.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Longest sequence the model reads (default: the model's max_position_embeddings).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Seed of the few-shot draw.
+    #[arg(long, default_value_t = super::fewshot::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Folder with a sub-folder per task (`hellaswag/validation.jsonl`, `mmlu/{dev,test}/*.jsonl`);
+    /// default $DOGE_EVAL_DATA; tasks without one are downloaded from the hub.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Tokenizer folder or tokenizer.json (default: the model directory's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Write one JSON line per item (context, each choice's log-likelihood, prediction).
+    #[arg(long, value_name = "FILE")]
+    pub log_samples: Option<PathBuf>,
+    /// Registry for checkpoints outside a registry run (an eval-only run is created there).
+    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    pub registry: PathBuf,
+    /// Record nothing in any registry.
+    #[arg(long)]
+    pub no_registry: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let cwd = std::env::current_dir()?;
+    let requests = parse_tasks(&args.tasks, &cwd)?;
+    let dev = parse_device(&args.model.device)?;
+    let model = Checkpoint::load(&args.model.model, args.model.dtype()?, &dev)?.model()?;
+    let tok_path = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| args.model.model.clone());
+    if tok_path.is_dir() && !tok_path.join("tokenizer.json").is_file() {
+        bail!(
+            "{}: no tokenizer.json; pass --tokenizer PATH (a folder with tokenizer.json)",
+            tok_path.display()
+        );
+    }
+    let tok = DogeTokenizer::load(&tok_path)?;
+    let vocab = model.config().vocab_size;
+    if tok.vocab_size() > vocab {
+        bail!(
+            "the tokenizer ({}) has {} tokens but the model's vocabulary is {vocab}",
+            tok_path.display(),
+            tok.vocab_size()
+        );
+    }
+    let opts = EvalOptions {
+        batch_size: args.batch_size.max(1),
+        max_len: args.max_length,
+        shots: args.shots,
+        limit: args.limit,
+        seed: args.seed,
+        data_dir: args
+            .data_dir
+            .clone()
+            .or_else(|| std::env::var_os("DOGE_EVAL_DATA").map(PathBuf::from)),
+        show_progress: !args.quiet,
+        ..EvalOptions::default()
+    };
+    let ev = Evaluator {
+        model: &model,
+        tok: &tok,
+        opts: &opts,
+    };
+    // The run is recorded before the work starts, so a failed evaluation shows as failed.
+    let target = if args.no_registry {
+        None
+    } else {
+        Some(match record::owning_run(&args.model.model)? {
+            Some((db, run)) => (db, run, false),
+            None => {
+                let reg = Registry::open(&args.registry)?;
+                let run = record::eval_only_run(&reg, &args.model.model, &args.model.device)?;
+                (args.registry.clone(), run, true)
+            }
+        })
+    };
+    let results = match ev.run(&requests) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some((db, run, true)) = &target {
+                record::finish(&Registry::open(db)?, run, false, Some(&format!("{e:#}")))?;
+            }
+            return Err(e);
+        }
+    };
+    print!("{}", results_table(&results));
+    for r in &results {
+        if r.seconds > 0.0 {
+            let items = r.scores.first().map_or(0, |s| s.n);
+            eprintln!(
+                "{}: {items} items in {:.1} s ({:.1} items/s), {} split of {}",
+                r.task,
+                r.seconds,
+                items as f64 / r.seconds,
+                r.split,
+                r.source
+            );
+        }
+    }
+    if let Some(path) = &args.log_samples {
+        let n = samples::write(path, &results)?;
+        eprintln!("{n} samples written to {}", path.display());
+    }
+    if let Some((db, run, eval_only)) = target {
+        let reg = Registry::open(&db)?;
+        let n = record::add_results(&reg, &run, &args.model.model, &results)
+            .map_err(|e| anyhow!("recording the scores in {}: {e:#}", db.display()))?;
+        if eval_only {
+            record::finish(&reg, &run, true, None)?;
+        }
+        eprintln!(
+            "{n} scores recorded for run {run} in {} (`doge runs show {run} --registry {}`)",
+            db.display(),
+            db.display()
+        );
+    }
+    Ok(())
+}

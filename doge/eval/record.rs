@@ -1,0 +1,124 @@
+//! Scores into the registry: one `evals` row per (task, metric), with its standard error, item
+//! count and shots, against the run that owns the evaluated checkpoint.
+//!
+//! `doge eval --model DIR`: when DIR lies inside a registry (an ancestor folder holds
+//! `doge.sqlite`, as `registry/<name>-<id>/<stage>/checkpoint-N/` does), the scores go to the run
+//! whose artifacts list DIR, or else to the run named by the folders (`<id>-<stage>`). Otherwise
+//! they go to an eval-only run in `--registry`, keyed by the checkpoint's path, so evaluating the
+//! same checkpoint again adds to the same run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::TaskResult;
+use crate::registry::{EvalRow, NewRun, Registry, RunStatus};
+
+/// The registry file and run id the scores of `model_dir` belong to, if a registry run owns it.
+pub fn owning_run(model_dir: &Path) -> Result<Option<(PathBuf, String)>> {
+    let dir = std::fs::canonicalize(model_dir)
+        .with_context(|| format!("{}: no such model directory", model_dir.display()))?;
+    let Some(root) = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| a.join("doge.sqlite").is_file())
+    else {
+        return Ok(None);
+    };
+    let db = root.join("doge.sqlite");
+    let reg = Registry::open(&db)?;
+    let mut stmt = reg
+        .connection()
+        .prepare("SELECT run_id, path FROM artifacts ORDER BY rowid")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (run, path) = row?;
+        // The first run to record the directory produced it (an eval stage lists it later).
+        // Artifact paths are as the runner saw them (often relative to where it ran).
+        let candidates = [PathBuf::from(&path), root.join(&path)];
+        if candidates
+            .iter()
+            .any(|p| std::fs::canonicalize(p).is_ok_and(|c| c == dir))
+        {
+            return Ok(Some((db, run)));
+        }
+    }
+    // registry/<name>-<id>/<stage>/checkpoint-N: the runner names the run `<id>-<stage>`.
+    let rel = dir.strip_prefix(root).unwrap_or(&dir);
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.len() >= 2 {
+        let id = parts[0].rsplit('-').next().unwrap_or_default();
+        let run = format!("{id}-{}", parts[1]);
+        let exists: bool = reg.connection().query_row(
+            "SELECT COUNT(*) > 0 FROM runs WHERE id = ?1",
+            [&run],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Ok(Some((db, run)));
+        }
+    }
+    Ok(None)
+}
+
+/// Records the results against `run`; `checkpoint` is the evaluated directory.
+pub fn add_results(
+    reg: &Registry,
+    run: &str,
+    checkpoint: &Path,
+    results: &[TaskResult],
+) -> Result<usize> {
+    let mut n = 0;
+    for r in results {
+        for s in &r.scores {
+            reg.add_eval(
+                run,
+                &EvalRow {
+                    checkpoint: Some(checkpoint.display().to_string()),
+                    task: r.task.clone(),
+                    metric: s.metric.clone(),
+                    value: s.value,
+                    stderr: s.stderr,
+                    n: Some(s.n as u64),
+                    fewshot: Some(r.shots as u32),
+                },
+            )?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Creates (or reopens) the eval-only run of a checkpoint outside any registry run; returns its id.
+pub fn eval_only_run(reg: &Registry, model_dir: &Path, device: &str) -> Result<String> {
+    let abs = std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
+    let hash = format!("{:x}", Sha256::digest(abs.display().to_string().as_bytes()));
+    let id = format!("eval-{}", &hash[..10]);
+    let config = serde_json::json!({"kind": "eval", "model": abs.display().to_string()});
+    reg.start_run(&NewRun {
+        id: id.clone(),
+        experiment: "eval".into(),
+        experiment_path: None,
+        sweep: None,
+        parent_id: None,
+        stage: "eval".into(),
+        config_json: serde_json::to_string_pretty(&config)?,
+        config_hash: hash[..16].to_string(),
+        device: device.into(),
+    })?;
+    Ok(id)
+}
+
+/// Marks an eval-only run finished.
+pub fn finish(reg: &Registry, run: &str, ok: bool, message: Option<&str>) -> Result<()> {
+    let status = if ok {
+        RunStatus::Done
+    } else {
+        RunStatus::Failed
+    };
+    reg.finish_run(run, status, message)
+}

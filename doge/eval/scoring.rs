@@ -1,0 +1,170 @@
+//! The one scoring path of every log-likelihood task: (context, continuation) token requests,
+//! batched by length, scored by a single forward each.
+//!
+//! As lm-eval's `_loglikelihood_tokens`: the model reads `(context ++ continuation)[..n-1]`
+//! (left-truncated to the model's length), and the continuation's log-likelihood is the sum of
+//! log p(token | everything before it) over the continuation tokens; `is_greedy` says whether each
+//! of them is the argmax at its position. Requests are sorted longest first so a batch holds
+//! sequences of similar length (little padding), then put back in order.
+//!
+//! It is [`crate::score::score_sequences`]'s computation (right padding, so no real token ever
+//! attends to a pad and batch size changes no result), with the lm_head applied only at the
+//! continuation's positions: for Doge-20M the 32,768 x 256 output layer is about 60% of the
+//! forward's multiply-adds, and the continuation is usually a small part of each sequence.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::data::progress::Progress;
+use crate::model::doge::log_softmax_last_dim;
+use crate::model::DogeForCausalLM;
+use crate::score::pad_batch;
+
+/// One log-likelihood request in token ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Never empty (tasks encode with the tokenizer's leading bos, or use bos as lm-eval does).
+    pub context: Vec<u32>,
+    pub continuation: Vec<u32>,
+}
+
+/// The score of one request's continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loglik {
+    /// Sum of the continuation tokens' log-probabilities (f32 per token, summed in f64).
+    pub logprob: f64,
+    /// Every continuation token is the argmax of its position.
+    pub is_greedy: bool,
+    /// Continuation tokens scored.
+    pub tokens: usize,
+}
+
+/// How requests are scored.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreOptions {
+    /// Sequences per forward pass; results do not depend on it.
+    pub batch_size: usize,
+    /// Longest sequence the model reads; longer contexts lose their start (lm-eval's truncation).
+    pub max_len: usize,
+}
+
+/// Rows of the lm_head at a time, so a long perplexity window never holds all its logits at once.
+const LOGIT_ROWS: usize = 2048;
+
+/// Log-likelihoods of every request's continuation, in request order.
+pub fn loglikelihoods(
+    model: &DogeForCausalLM,
+    requests: &[Request],
+    opts: ScoreOptions,
+    progress: Option<&Progress>,
+) -> anyhow::Result<Vec<Loglik>> {
+    for (i, r) in requests.iter().enumerate() {
+        if r.context.is_empty() || r.continuation.is_empty() {
+            anyhow::bail!(
+                "request {i}: the context and the continuation each need at least one token \
+                 (context {} tokens, continuation {} tokens)",
+                r.context.len(),
+                r.continuation.len()
+            );
+        }
+        if r.continuation.len() > opts.max_len {
+            anyhow::bail!(
+                "request {i}: the continuation has {} tokens, more than the model reads at once ({})",
+                r.continuation.len(),
+                opts.max_len
+            );
+        }
+    }
+    // Longest first; equal lengths keep request order, so the batches are a function of the
+    // requests alone.
+    let len = |r: &Request| (r.context.len() + r.continuation.len()).min(opts.max_len + 1);
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(len(&requests[i])));
+    let mut out: Vec<Option<Loglik>> = vec![None; requests.len()];
+    for chunk in order.chunks(opts.batch_size.max(1)) {
+        let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
+        let scores = score_batch(model, &batch, opts.max_len)?;
+        for (&i, s) in chunk.iter().zip(scores) {
+            out[i] = Some(s);
+        }
+        if let Some(p) = progress {
+            let tokens: usize = batch.iter().map(|r| len(r) - 1).sum();
+            p.inc(chunk.len() as u64, tokens as u64);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|s| s.expect("every request scored"))
+        .collect())
+}
+
+/// One forward over a batch of requests.
+fn score_batch(
+    model: &DogeForCausalLM,
+    batch: &[&Request],
+    max_len: usize,
+) -> anyhow::Result<Vec<Loglik>> {
+    let dev = model.device();
+    // The tokens each request reads and the ones it predicts.
+    let mut inputs: Vec<Vec<u32>> = Vec::with_capacity(batch.len());
+    let mut targets: Vec<&[u32]> = Vec::with_capacity(batch.len());
+    for r in batch {
+        let mut full: Vec<u32> = r.context.iter().chain(&r.continuation).copied().collect();
+        if full.len() > max_len + 1 {
+            full.drain(..full.len() - (max_len + 1));
+        }
+        full.pop();
+        inputs.push(full);
+        targets.push(&r.continuation);
+    }
+    let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+    let pad = model.config().pad_token_id.unwrap_or(0);
+    let input = pad_batch(&refs, pad, dev)?;
+    let (b, width) = input.dims2()?;
+    let hidden = model.hidden_states(&input, None)?;
+    let d = hidden.dim(2)?;
+    let hidden = hidden.reshape((b * width, d))?;
+    // Row of the flattened hidden states that predicts each continuation token.
+    let mut rows: Vec<u32> = Vec::new();
+    let mut wanted: Vec<u32> = Vec::new();
+    for (i, (inp, tgt)) in inputs.iter().zip(&targets).enumerate() {
+        let first = inp.len() - tgt.len();
+        rows.extend((first..inp.len()).map(|p| (i * width + p) as u32));
+        wanted.extend_from_slice(tgt);
+    }
+    let (logps, greedy) = pick_logprobs(model, &hidden, &rows, &wanted, dev)?;
+    let mut out = Vec::with_capacity(batch.len());
+    let mut at = 0;
+    for tgt in &targets {
+        let n = tgt.len();
+        out.push(Loglik {
+            logprob: logps[at..at + n].iter().map(|&x| x as f64).sum(),
+            is_greedy: greedy[at..at + n].iter().all(|&g| g),
+            tokens: n,
+        });
+        at += n;
+    }
+    Ok(out)
+}
+
+/// log p(wanted[k] | row rows[k]) and whether wanted[k] is that row's argmax.
+fn pick_logprobs(
+    model: &DogeForCausalLM,
+    hidden: &Tensor,
+    rows: &[u32],
+    wanted: &[u32],
+    dev: &Device,
+) -> anyhow::Result<(Vec<f32>, Vec<bool>)> {
+    let mut logps = Vec::with_capacity(rows.len());
+    let mut greedy = Vec::with_capacity(rows.len());
+    for (rs, ws) in rows.chunks(LOGIT_ROWS).zip(wanted.chunks(LOGIT_ROWS)) {
+        let idx = Tensor::new(rs, dev)?;
+        let h = hidden.index_select(&idx, 0)?;
+        let logits = model.logits(&h)?.to_dtype(DType::F32)?;
+        let logp = log_softmax_last_dim(&logits)?;
+        let tgt = Tensor::new(ws, dev)?.unsqueeze(1)?;
+        logps.extend(logp.gather(&tgt, D::Minus1)?.squeeze(1)?.to_vec1::<f32>()?);
+        let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        greedy.extend(best.iter().zip(ws).map(|(b, w)| b == w));
+    }
+    Ok((logps, greedy))
+}

@@ -1,0 +1,80 @@
+//! The `eval` stage of an experiment: scores the weights the stage starts from (its `init`, else
+//! the previous stage's final checkpoint, else the model's `init`) on the stage's `tasks`, and
+//! records them against the stage's run in the registry. It trains nothing; the next stage starts
+//! from the same weights.
+//!
+//! `tasks` entries are `NAME[:SHOTS][=SOURCE]` as for `doge eval` (SOURCE relative to the
+//! experiment file, or `hub:ID[:CONFIG]`); tasks without a source read `$DOGE_EVAL_DATA/<task>/`
+//! when that is set, else the hub. `batch-size` is the scoring batch (16 when left at 1).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::{DType, Device};
+
+use super::{parse_tasks, record, results_table, EvalOptions, Evaluator};
+use crate::checkpoint::Checkpoint;
+use crate::data::tokenizer::DogeTokenizer;
+use crate::experiment::{self, Experiment, Stage};
+use crate::registry::Registry;
+
+/// Runs the stage; returns the evaluated checkpoint directory (the stage's result).
+pub fn run(
+    exp: &Experiment,
+    stage: &Stage,
+    previous: Option<&Path>,
+    registry: &Registry,
+    run_id: &str,
+    dev: &Device,
+    quiet: bool,
+) -> Result<PathBuf> {
+    let dir = weights_dir(exp, stage, previous)?;
+    let requests = parse_tasks(&stage.tasks, &exp.base_dir)?;
+    let model = Checkpoint::load(&dir, DType::F32, dev)?.model()?;
+    let tok = if dir.join("tokenizer.json").is_file() {
+        DogeTokenizer::load(&dir)?
+    } else {
+        DogeTokenizer::load(&crate::train::data_bridge::tokenizer_dir(exp)?)?
+    };
+    let opts = EvalOptions {
+        batch_size: if stage.batch_size > 1 {
+            stage.batch_size
+        } else {
+            16
+        },
+        data_dir: std::env::var_os("DOGE_EVAL_DATA").map(PathBuf::from),
+        show_progress: !quiet,
+        ..EvalOptions::default()
+    };
+    let ev = Evaluator {
+        model: &model,
+        tok: &tok,
+        opts: &opts,
+    };
+    eprintln!("stage {}: evaluating {}", stage.id(), dir.display());
+    let results = ev.run(&requests)?;
+    let n = record::add_results(registry, run_id, &dir, &results)?;
+    eprint!("{}", results_table(&results));
+    eprintln!("stage {}: {n} scores recorded for run {run_id}", stage.id());
+    Ok(dir)
+}
+
+/// The checkpoint an eval stage scores.
+fn weights_dir(exp: &Experiment, stage: &Stage, previous: Option<&Path>) -> Result<PathBuf> {
+    let local = |p: &str| -> Result<PathBuf> {
+        if experiment::spec::is_local(p) {
+            Ok(exp.local_path(p))
+        } else {
+            bail!("init `{p}` is a hub id; download it and point `init` at the directory")
+        }
+    };
+    match (&stage.init, previous, &exp.model.init) {
+        (Some(p), _, _) => local(p),
+        (None, Some(prev), _) => Ok(prev.to_path_buf()),
+        (None, None, Some(p)) => local(p),
+        (None, None, None) => Err(anyhow!(
+            "stage `{}` has no weights to evaluate: put it after a training stage, or give it `init \"path/to/checkpoint\"`",
+            stage.id()
+        )),
+    }
+}
