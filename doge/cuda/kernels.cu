@@ -199,3 +199,72 @@ extern "C" __global__ void dma_attention_fwd(const float* q, const float* k, con
     }
     if (lane == 0) lse[row] = m + __logf(l);
 }
+
+// ---- Dynamic mask attention backward, from the forward's output and logsumexp: one warp per
+// (batch, head, query) row. With p = exp(s - lse), dp_j = dO·v_j, D = dO·O and ds_j = p_j (dp_j - D):
+// dQ = scale Σ_j ds_j k_j (kept in registers); dK_j += scale ds_j q, dV_j += p_j dO and
+// dMask_ij += ds_j are shared by the rows (and the heads of a kv group) that read key j, so they
+// are accumulated with atomics into zeroed buffers. dmask is [B, Hkv, Lq, Lk] like the mask.
+extern "C" __global__ void dma_attention_bwd(const float* q, const float* k, const float* v,
+                                             const float* mask, const float* out,
+                                             const float* lse, const float* dout, float* dq,
+                                             float* dk, float* dv, float* dmask, int batch,
+                                             int heads, int kv_heads, int lq, int lk, int dim,
+                                             float scale) {
+    int warps_per_block = blockDim.x / WARP;
+    long long row = (long long)blockIdx.x * warps_per_block + threadIdx.x / WARP;
+    int lane = threadIdx.x % WARP;
+    long long rows = (long long)batch * heads * lq;
+    if (row >= rows) return;
+    int i = row % lq;
+    int h = (row / lq) % heads;
+    int b = row / ((long long)lq * heads);
+    int hk = h / (heads / kv_heads);
+    long long kv_base = ((long long)b * kv_heads + hk) * lk * dim;
+    const float* mr = mask + (((long long)b * kv_heads + hk) * lq + i) * lk;
+    float* dmr = dmask + (((long long)b * kv_heads + hk) * lq + i) * lk;
+    const int per_lane = 8;  // dim <= 256
+    float qv[per_lane], dov[per_lane], dqv[per_lane];
+    float dsum = 0.0f;
+    for (int e = 0; e < per_lane; e++) {
+        int d = lane + e * WARP;
+        qv[e] = d < dim ? q[row * dim + d] : 0.0f;
+        dov[e] = d < dim ? dout[row * dim + d] : 0.0f;
+        dsum += d < dim ? dov[e] * out[row * dim + d] : 0.0f;
+        dqv[e] = 0.0f;
+    }
+    dsum = warp_sum(dsum);
+    float z = lse[row];
+    for (int j = 0; j < lk; j++) {
+        const float* kr = k + kv_base + (long long)j * dim;
+        const float* vr = v + kv_base + (long long)j * dim;
+        float dot = 0.0f, dp = 0.0f;
+        for (int e = 0; e < per_lane; e++) {
+            int d = lane + e * WARP;
+            if (d < dim) {
+                dot += qv[e] * kr[d];
+                dp += dov[e] * vr[d];
+            }
+        }
+        float s = warp_sum(dot) * scale + mr[j];
+        dp = warp_sum(dp);
+        float p = __expf(s - z);
+        if (p == 0.0f) continue;  // a dropped key (or one that underflows) carries no gradient
+        float ds = p * (dp - dsum);
+        float* dkr = dk + kv_base + (long long)j * dim;
+        float* dvr = dv + kv_base + (long long)j * dim;
+        for (int e = 0; e < per_lane; e++) {
+            int d = lane + e * WARP;
+            if (d < dim) {
+                dqv[e] += ds * kr[d] * scale;
+                atomicAdd(dkr + d, ds * qv[e] * scale);
+                atomicAdd(dvr + d, p * dov[e]);
+            }
+        }
+        if (lane == 0) atomicAdd(dmr + j, ds);
+    }
+    for (int e = 0; e < per_lane; e++) {
+        int d = lane + e * WARP;
+        if (d < dim) dq[row * dim + d] = dqv[e];
+    }
+}

@@ -32,9 +32,16 @@ pub const KERNELS: &[&str] = &[
     "cross_entropy_bwd",
     "adamw_step",
     "dma_attention_fwd",
+    "dma_attention_bwd",
 ];
 
 const MODULE: &str = "doge_kernels";
+
+/// Whether training uses the attention kernels' backward (`DOGE_CUDA_ATTENTION=fused`); by
+/// default training attention is cuBLAS products plus composed softmax.
+pub fn fused_attention_training() -> bool {
+    std::env::var("DOGE_CUDA_ATTENTION").as_deref() == Ok("fused")
+}
 
 /// Whether the model and optimizer use these kernels for this tensor: float32 on a CUDA device.
 /// (bf16 autocast only changes the matmuls; the tensors the kernels see stay float32.)

@@ -407,6 +407,76 @@ pub fn adamw_step(
     ))
 }
 
+/// Shapes of one attention call: q [B, H, Lq, D], k and v [B, Hkv, Lk, D].
+#[derive(Debug, Clone, Copy)]
+struct AttentionDims {
+    b: usize,
+    h: usize,
+    hkv: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+}
+
+impl AttentionDims {
+    fn rows(&self) -> usize {
+        self.b * self.h * self.lq
+    }
+
+    fn kv_len(&self) -> usize {
+        self.b * self.hkv * self.lk * self.d
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.d > 256 || !self.h.is_multiple_of(self.hkv) {
+            return Err(cuda_err(format!(
+                "dma_attention: head_dim {} > 256 or {} heads not a multiple of {} kv heads",
+                self.d, self.h, self.hkv
+            )));
+        }
+        Ok(())
+    }
+
+    /// The kernels' integer shape arguments, in their order.
+    fn args(&self) -> [i32; 6] {
+        [self.b, self.h, self.hkv, self.lq, self.lk, self.d].map(|x| x as i32)
+    }
+
+    fn launch(&self) -> candle_core::cuda::cudarc::driver::LaunchConfig {
+        candle_core::cuda::cudarc::driver::LaunchConfig {
+            grid_dim: (self.rows().div_ceil(ATTENTION_WARPS as usize) as u32, 1, 1),
+            block_dim: (ATTENTION_WARPS * 32, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
+/// (out [rows·D], lse [rows]) of the forward kernel.
+fn attention_fwd_raw(
+    dev: &CudaDevice,
+    q: &CudaView<'_, f32>,
+    k: &CudaView<'_, f32>,
+    v: &CudaView<'_, f32>,
+    mask: &CudaView<'_, f32>,
+    dims: AttentionDims,
+    scale: f64,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    dims.check()?;
+    let out = dev.alloc_zeros::<f32>(dims.rows() * dims.d)?;
+    let lse = dev.alloc_zeros::<f32>(dims.rows())?;
+    let f = function(dev, "dma_attention_fwd")?;
+    let (ints, scale) = (dims.args(), scale as f32);
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
+    b.arg(q).arg(k).arg(v).arg(mask).arg(&out).arg(&lse);
+    for x in &ints {
+        b.arg(x);
+    }
+    b.arg(&scale);
+    unsafe { b.launch(dims.launch()) }.map_err(cuda_err)?;
+    Ok((out, lse))
+}
+
 /// Dynamic mask attention forward (no gradient: scoring and generation). q [B, H, Lq, D],
 /// k and v [B, Hkv, Lk, D], mask [B, Hkv, Lq, Lk] additive (see kernels.cu). Returns
 /// [B, H, Lq, D].
@@ -423,43 +493,176 @@ pub fn dma_attention_forward(
     let dev = cuda_device(q)?;
     let (b, h, lq, d) = q.dims4()?;
     let (_, hkv, lk, _) = k.dims4()?;
-    if d > 256 || h % hkv != 0 {
-        return Err(cuda_err(format!(
-            "dma_attention: head_dim {d} > 256 or {h} heads not a multiple of {hkv} kv heads"
-        )));
-    }
+    let dims = AttentionDims {
+        b,
+        h,
+        hkv,
+        lq,
+        lk,
+        d,
+    };
     let mask = mask.broadcast_as((b, hkv, lq, lk))?.contiguous()?;
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let rows = b * h * lq;
-    let out = dev.alloc_zeros::<f32>(rows * d)?;
-    let lse = dev.alloc_zeros::<f32>(rows)?;
-    {
+    let (out, _lse) = {
         let (qs, ql) = q.storage_and_layout();
         let (ks, kl) = k.storage_and_layout();
         let (vs, vl) = v.storage_and_layout();
         let (ms, ml) = mask.storage_and_layout();
-        let qv = view::<f32>(&qs, ql)?;
-        let kv = view::<f32>(&ks, kl)?;
-        let vv = view::<f32>(&vs, vl)?;
-        let mv = view::<f32>(&ms, ml)?;
-        let dims = [
-            b as i32, h as i32, hkv as i32, lq as i32, lk as i32, d as i32,
-        ];
-        let scale = scale as f32;
-        let f = function(&dev, "dma_attention_fwd")?;
-        let stream = dev.cuda_stream();
-        let mut bld = stream.launch_builder(&f);
-        bld.arg(&qv).arg(&kv).arg(&vv).arg(&mv).arg(&out).arg(&lse);
-        for x in &dims {
-            bld.arg(x);
-        }
-        bld.arg(&scale);
-        let cfg = candle_core::cuda::cudarc::driver::LaunchConfig {
-            grid_dim: (rows.div_ceil(ATTENTION_WARPS as usize) as u32, 1, 1),
-            block_dim: (ATTENTION_WARPS * 32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        unsafe { bld.launch(cfg) }.map_err(cuda_err)?;
-    }
+        attention_fwd_raw(
+            &dev,
+            &view(&qs, ql)?,
+            &view(&ks, kl)?,
+            &view(&vs, vl)?,
+            &view(&ms, ml)?,
+            dims,
+            scale,
+        )?
+    };
     Ok(wrap(out, &dev, (b, h, lq, d)))
+}
+
+/// Dynamic mask attention with a gradient for q, k, v and the additive mask (so the dynamic bias
+/// behind it trains): forward and backward on the flash-style kernels. Shapes as
+/// [`dma_attention_forward`]; the mask must already be [B, Hkv, Lq, Lk].
+pub fn dma_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    // Three inputs per custom op: keys and values travel stacked ([2, B, Hkv, Lk, D]).
+    let kv = Tensor::stack(&[k, v], 0)?;
+    q.contiguous()?
+        .apply_op3(&kv, &mask.contiguous()?, DmaAttentionOp { scale })
+}
+
+struct DmaAttentionOp {
+    scale: f64,
+}
+
+fn attention_dims(ql: &Layout, kvl: &Layout) -> Result<AttentionDims> {
+    let (b, h, lq, d) = ql.shape().dims4()?;
+    let dims = kvl.shape().dims();
+    if dims.len() != 5 || dims[0] != 2 {
+        return Err(cuda_err(
+            "dma_attention: keys and values must be stacked [2, B, Hkv, Lk, D]",
+        ));
+    }
+    Ok(AttentionDims {
+        b,
+        h,
+        hkv: dims[2],
+        lq,
+        lk: dims[3],
+        d,
+    })
+}
+
+impl candle_core::CustomOp3 for DmaAttentionOp {
+    fn name(&self) -> &'static str {
+        "doge-dma-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Err(cuda_err(
+            "doge-dma-attention is the CUDA kernel; CPU tensors use the CPU path",
+        ))
+    }
+
+    fn cuda_fwd(
+        &self,
+        q: &CudaStorage,
+        ql: &Layout,
+        kv: &CudaStorage,
+        kvl: &Layout,
+        mask: &CudaStorage,
+        ml: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = q.device().clone();
+        let dims = attention_dims(ql, kvl)?;
+        let kv_view = contiguous_view(kv, kvl)?;
+        let (out, _lse) = attention_fwd_raw(
+            &dev,
+            &contiguous_view(q, ql)?,
+            &kv_view.slice(0..dims.kv_len()),
+            &kv_view.slice(dims.kv_len()..2 * dims.kv_len()),
+            &contiguous_view(mask, ml)?,
+            dims,
+            self.scale,
+        )?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), ql.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        kv: &Tensor,
+        mask: &Tensor,
+        out: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dev = cuda_device(q)?;
+        let (q, kv, mask, out, dout) = (
+            q.contiguous()?,
+            kv.contiguous()?,
+            mask.contiguous()?,
+            out.contiguous()?,
+            dout.contiguous()?,
+        );
+        let dims = attention_dims(q.layout(), kv.layout())?;
+        let dq = dev.alloc_zeros::<f32>(dims.rows() * dims.d)?;
+        let mut dkv = dev.alloc_zeros::<f32>(2 * dims.kv_len())?;
+        let dmask = dev.alloc_zeros::<f32>(mask.elem_count())?;
+        {
+            let (qs, ql) = q.storage_and_layout();
+            let (kvs, kvl) = kv.storage_and_layout();
+            let (ms, ml) = mask.storage_and_layout();
+            let (os, ol) = out.storage_and_layout();
+            let (ds, dl) = dout.storage_and_layout();
+            let qv = view::<f32>(&qs, ql)?;
+            let kvv = view::<f32>(&kvs, kvl)?;
+            let (kview, vview) = (
+                kvv.slice(0..dims.kv_len()),
+                kvv.slice(dims.kv_len()..2 * dims.kv_len()),
+            );
+            let mv = view::<f32>(&ms, ml)?;
+            // The logsumexp of each row: one more forward pass, cheaper than keeping it alive.
+            let (_, lse) = attention_fwd_raw(&dev, &qv, &kview, &vview, &mv, dims, self.scale)?;
+            let ov = view::<f32>(&os, ol)?;
+            let dov = view::<f32>(&ds, dl)?;
+            let (mut dk, mut dv) = dkv.split_at_mut(dims.kv_len());
+            let f = function(&dev, "dma_attention_bwd")?;
+            let (ints, scale) = (dims.args(), self.scale as f32);
+            let stream = dev.cuda_stream();
+            let mut b = stream.launch_builder(&f);
+            b.arg(&qv)
+                .arg(&kview)
+                .arg(&vview)
+                .arg(&mv)
+                .arg(&ov)
+                .arg(&lse)
+                .arg(&dov);
+            b.arg(&dq).arg(&mut dk).arg(&mut dv).arg(&dmask);
+            for x in &ints {
+                b.arg(x);
+            }
+            b.arg(&scale);
+            unsafe { b.launch(dims.launch()) }.map_err(cuda_err)?;
+        }
+        let kv_shape = kv.shape().clone();
+        Ok((
+            Some(wrap(dq, &dev, q.shape().clone())),
+            Some(wrap(dkv, &dev, kv_shape)),
+            Some(wrap(dmask, &dev, mask.shape().clone())),
+        ))
+    }
 }

@@ -129,35 +129,50 @@ fn adamw(dev: &Device) -> Result<Vec<Check>> {
 
 fn attention(dev: &Device) -> Result<Vec<Check>> {
     let (b, h, hkv, l, d) = (2, 4, 2, 77, 128);
-    let q = Tensor::randn(0f32, 1.0, (b, h, l, d), dev)?;
-    let k = Tensor::randn(0f32, 1.0, (b, hkv, l, d), dev)?;
-    let v = Tensor::randn(0f32, 1.0, (b, hkv, l, d), dev)?;
-    // Causal, plus a random third of the keys dropped (as a top-k window would), with a bias.
+    let var = |shape: (usize, usize, usize, usize)| -> Result<Var> {
+        Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, dev)?)
+    };
+    let (q, k, v) = (
+        var((b, h, l, d))?,
+        var((b, hkv, l, d))?,
+        var((b, hkv, l, d))?,
+    );
+    // Causal, plus a third of the keys dropped (as a top-k window would), with a bias.
     let bias = Tensor::randn(0f32, 1.0, (b, hkv, 1, l), dev)?.broadcast_as((b, hkv, l, l))?;
-    let causal: Vec<u8> = (0..l * l)
+    let keep: Vec<u8> = (0..l * l)
         .map(|x| ((x % l) <= (x / l) && !(x * 7).is_multiple_of(3) || x % l == x / l) as u8)
         .collect();
-    let keep = Tensor::from_vec(causal, (l, l), dev)?.broadcast_as((b, hkv, l, l))?;
+    let keep = Tensor::from_vec(keep, (l, l), dev)?.broadcast_as((b, hkv, l, l))?;
     let min = Tensor::new(f32::MIN, dev)?.broadcast_as((b, hkv, l, l))?;
-    let mask = keep.where_cond(&bias, &min)?.contiguous()?;
+    let mask = Var::from_tensor(&keep.where_cond(&bias, &min)?.contiguous()?)?;
     let scale = (d as f64).powf(-0.5);
     let groups = h / hkv;
     let composed = {
         let qg = q.reshape((b, hkv, groups * l, d))?;
         let scores = (qg.matmul(&k.t()?)? * scale)?.reshape((b, hkv, groups, l, l))?;
         let scores = scores.broadcast_add(&mask.unsqueeze(2)?)?;
-        let m = scores.max_keepdim(D::Minus1)?;
+        let m = scores.max_keepdim(D::Minus1)?.detach();
         let e = scores.broadcast_sub(&m)?.exp()?;
         let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
         p.reshape((b, hkv, groups * l, l))?
             .matmul(&v)?
             .reshape((b, h, l, d))?
     };
-    let fused = ops::dma_attention_forward(&q, &k, &v, &mask, scale)?;
-    Ok(vec![diff(
-        "dma_attention forward",
-        &fused,
-        &composed,
-        1e-4,
-    )?])
+    let inference = ops::dma_attention_forward(&q, &k, &v, &mask, scale)?;
+    let fused = ops::dma_attention(&q, &k, &v, &mask, scale)?;
+    let r = Tensor::randn(0f32, 1.0, (b, h, l, d), dev)?;
+    let gc = (&composed * &r)?.sum_all()?.backward()?;
+    let gf = (&fused * &r)?.sum_all()?.backward()?;
+    let mut checks = vec![
+        diff("dma_attention forward", &inference, &composed, 1e-4)?,
+        diff("dma_attention forward (op)", &fused, &composed, 1e-4)?,
+    ];
+    for (name, x) in [("dq", &q), ("dk", &k), ("dv", &v), ("dmask", &mask)] {
+        let (a, c) = (gf.get(x.as_tensor()), gc.get(x.as_tensor()));
+        let (Some(a), Some(c)) = (a, c) else {
+            return Err(candle_core::Error::Msg(format!("dma_attention: no {name}")));
+        };
+        checks.push(diff(&format!("dma_attention {name}"), a, c, 1e-3)?);
+    }
+    Ok(checks)
 }

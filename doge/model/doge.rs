@@ -351,18 +351,25 @@ impl DogeAttention {
             .broadcast_as(shape)?;
         let mask = keep.where_cond(&bias.unsqueeze(2)?.broadcast_as(shape)?, &min)?;
 
-        // Scoring and generation on CUDA (nothing to differentiate, float32): the flash-style
-        // kernel, which never materialises the [L, Lk] scores.
+        // On CUDA (float32 attention): the flash-style kernels, which never materialise the
+        // [L, Lk] scores. Scoring and generation always; training only with
+        // DOGE_CUDA_ATTENTION=fused until a GPU run shows it beats cuBLAS's (bf16) products.
         #[cfg(feature = "cuda")]
-        if self.fused
-            && crate::cuda::fusable(&q)
-            && autocast::matmul_dtype().is_none()
-            && ![&q, &k, &v, &mask].iter().any(|t| t.track_op())
-        {
-            let out = crate::cuda::ops::dma_attention_forward(&q, &k, &v, &mask, scaling)?
-                .transpose(1, 2)?
-                .reshape((b, l, h * hd))?;
-            return project(&self.o_proj, &out, self.fused);
+        if self.fused && crate::cuda::fusable(&q) {
+            let tracking = [&q, &k, &v, &mask].iter().any(|t| t.track_op());
+            let out = if !tracking && autocast::matmul_dtype().is_none() {
+                Some(crate::cuda::ops::dma_attention_forward(
+                    &q, &k, &v, &mask, scaling,
+                )?)
+            } else if tracking && crate::cuda::fused_attention_training() {
+                Some(crate::cuda::ops::dma_attention(&q, &k, &v, &mask, scaling)?)
+            } else {
+                None
+            };
+            if let Some(out) = out {
+                let out = out.transpose(1, 2)?.reshape((b, l, h * hd))?;
+                return project(&self.o_proj, &out, self.fused);
+            }
         }
 
         // Query head h reads kv head h / groups: fold the groups into the row axis instead of
