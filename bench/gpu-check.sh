@@ -102,6 +102,10 @@ part bench-train-60m 180 "$DOGE" bench train --preset doge-60m --device cuda:0 -
     --batch 16 --seq 2048 --steps 20 --warmup 3 --json
 kill $SAMPLER 2>/dev/null
 note "- Doge-60M peak GPU memory (nvidia-smi): $(sort -n "$OUT/memory-60m.csv" | tail -1) MiB"
+# The same with the fused attention kernels in training too (forward + backward), to choose the
+# default (doge/model/doge.rs).
+part bench-train-60m-fused-attention 180 env DOGE_CUDA_ATTENTION=fused "$DOGE" bench train \
+    --preset doge-60m --device cuda:0 --precision bf16 --batch 16 --seq 2048 --steps 20 --warmup 3 --json
 part bench-train-60m-f32 120 "$DOGE" bench train --preset doge-60m --device cuda:0 \
     --batch 8 --seq 2048 --steps 10 --warmup 2 --json
 
