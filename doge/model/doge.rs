@@ -660,18 +660,23 @@ impl DogeForCausalLM {
         self.norm.forward(&h)
     }
 
-    /// Logits [B, L, V] from hidden states.
+    /// Logits [..., V] from hidden states [..., d] (any leading dims: [B, L, d], or the [N, d]
+    /// rows a scorer picked).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let (b, l, d) = hidden.dims3()?;
+        let dims = hidden.dims();
+        let d = *dims.last().unwrap_or(&0);
+        let rows = hidden.elem_count() / d.max(1);
         // A few positions without gradient (generation): one streaming pass over the lm_head.
         if self.fused
             && fusable(hidden)
-            && b * l <= 4
+            && rows <= 4
             && !hidden.track_op()
             && !self.lm_head.track_op()
         {
-            let rows = hidden.reshape((b * l, d))?;
-            return ops::matvec::linear_rows(&rows, &self.lm_head)?.reshape((b, l, ()));
+            let mut shape = dims.to_vec();
+            *shape.last_mut().expect("hidden states have a last dim") = self.lm_head.dim(0)?;
+            let flat = hidden.reshape((rows, d))?;
+            return ops::matvec::linear_rows(&flat, &self.lm_head)?.reshape(shape);
         }
         autocast::matmul(hidden, &self.lm_head.t()?)
     }
