@@ -34,9 +34,13 @@ set -euo pipefail
 
 DOGE_CUDA_VENV="${DOGE_CUDA_VENV:-$HOME/.cache/doge/cuda13}"
 PY="${PYTHON:-python3}"
+# Every piece pinned, nvvm included (nvcc's compiler back end): an unpinned nvvm resolves to the
+# newest, whose PTX version 13.0's ptxas rejects ("Unsupported .version 9.5").
 WHEELS=("nvidia-cuda-nvcc==13.0.88" "nvidia-cuda-crt==13.0.88" "nvidia-cuda-runtime==13.0.96"
-    "nvidia-cuda-cccl==13.0.85" "nvidia-cuda-nvrtc==13.0.88")
-if [ ! -e "$DOGE_CUDA_VENV/.ok" ]; then
+    "nvidia-cuda-cccl==13.0.85" "nvidia-cuda-nvrtc==13.0.88" "nvidia-nvvm==13.0.88")
+# The marker names the pins, so changing them reinstalls.
+STAMP="$DOGE_CUDA_VENV/.ok-$(echo "${WHEELS[*]}" | cksum | cut -d' ' -f1)"
+if [ ! -e "$STAMP" ]; then
     # A venv when the Python has one; else pip's --target (some Pythons ship without venv).
     if "$PY" -m venv "$DOGE_CUDA_VENV" >&2 2>/dev/null && [ -x "$DOGE_CUDA_VENV/bin/pip" ]; then
         "$DOGE_CUDA_VENV/bin/pip" install --quiet --disable-pip-version-check "${WHEELS[@]}" >&2
@@ -44,7 +48,7 @@ if [ ! -e "$DOGE_CUDA_VENV/.ok" ]; then
         "$PY" -m pip install --quiet --disable-pip-version-check --target "$DOGE_CUDA_VENV/site" \
             "${WHEELS[@]}" >&2
     fi
-    touch "$DOGE_CUDA_VENV/.ok"
+    touch "$STAMP"
 fi
 NVCC="$(find "$DOGE_CUDA_VENV" -path '*/nvidia/cu13/bin/nvcc' | head -1)"
 if [ -z "$NVCC" ]; then
