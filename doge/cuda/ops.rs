@@ -33,27 +33,6 @@ fn rms_norm_fwd_raw(
     Ok((y, rstd))
 }
 
-/// (y, rstd) of RMSNorm over the last dim: y = w · x / sqrt(mean(x²) + eps).
-pub fn rms_norm_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    check_f32("rms_norm x", x)?;
-    check_f32("rms_norm w", w)?;
-    let dev = cuda_device(x)?;
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let cols = x.dim(D::Minus1)?;
-    let rows = x.elem_count() / cols;
-    let (y, rstd) = {
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        rms_norm_fwd_raw(&dev, &view(&xs, xl)?, &view(&ws, wl)?, rows, cols, eps)?
-    };
-    let mut rstd_shape = x.dims().to_vec();
-    rstd_shape.pop();
-    Ok((
-        wrap(y, &dev, x.shape().clone()),
-        wrap(rstd, &dev, rstd_shape),
-    ))
-}
-
 /// (dx, dw) of RMSNorm given dy and the forward's rstd.
 pub fn rms_norm_backward(
     dy: &Tensor,
@@ -173,6 +152,31 @@ impl CustomOp2 for RmsNormOp {
     }
 }
 
+fn cross_entropy_fwd_raw(
+    dev: &CudaDevice,
+    logits: &CudaView<'_, f32>,
+    labels: &CudaView<'_, i64>,
+    rows: usize,
+    vocab: usize,
+    ignore: i64,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    let loss = dev.alloc_zeros::<f32>(rows)?;
+    let lse = dev.alloc_zeros::<f32>(rows)?;
+    let (r, v) = (rows as i32, vocab as i32);
+    let f = function(dev, "cross_entropy_fwd")?;
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
+    b.arg(logits)
+        .arg(labels)
+        .arg(&loss)
+        .arg(&lse)
+        .arg(&r)
+        .arg(&v)
+        .arg(&ignore);
+    unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
+    Ok((loss, lse))
+}
+
 /// Per-row cross-entropy (0 where the label is `ignore`) and each row's logsumexp.
 pub fn cross_entropy_forward(
     logits: &Tensor,
@@ -183,26 +187,11 @@ pub fn cross_entropy_forward(
     let dev = cuda_device(logits)?;
     let (logits, labels) = (logits.contiguous()?, labels.contiguous()?);
     let (rows, vocab) = logits.dims2()?;
-    let loss = dev.alloc_zeros::<f32>(rows)?;
-    let lse = dev.alloc_zeros::<f32>(rows)?;
-    {
+    let (loss, lse) = {
         let (ls, ll) = logits.storage_and_layout();
         let (ts, tl) = labels.storage_and_layout();
-        let lv = view::<f32>(&ls, ll)?;
-        let tv = view::<i64>(&ts, tl)?;
-        let (r, v) = (rows as i32, vocab as i32);
-        let f = function(&dev, "cross_entropy_fwd")?;
-        let stream = dev.cuda_stream();
-        let mut b = stream.launch_builder(&f);
-        b.arg(&lv)
-            .arg(&tv)
-            .arg(&loss)
-            .arg(&lse)
-            .arg(&r)
-            .arg(&v)
-            .arg(&ignore);
-        unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
-    }
+        cross_entropy_fwd_raw(&dev, &view(&ls, ll)?, &view(&ts, tl)?, rows, vocab, ignore)?
+    };
     Ok((wrap(loss, &dev, rows), wrap(lse, &dev, rows)))
 }
 
@@ -289,20 +278,7 @@ impl CustomOp2 for CrossEntropyOp {
         }
         let tv = labels.as_cuda_slice::<i64>()?.slice(tl.start_offset()..);
         let lv = contiguous_view(logits, ll)?;
-        let loss = dev.alloc_zeros::<f32>(rows)?;
-        let lse = dev.alloc_zeros::<f32>(rows)?;
-        let (r, v) = (rows as i32, vocab as i32);
-        let f = function(&dev, "cross_entropy_fwd")?;
-        let stream = dev.cuda_stream();
-        let mut b = stream.launch_builder(&f);
-        b.arg(&lv)
-            .arg(&tv)
-            .arg(&loss)
-            .arg(&lse)
-            .arg(&r)
-            .arg(&v)
-            .arg(&self.ignore);
-        unsafe { b.launch(launch_rows(rows, ROW_THREADS)) }.map_err(cuda_err)?;
+        let (loss, _lse) = cross_entropy_fwd_raw(&dev, &lv, &tv, rows, vocab, self.ignore)?;
         Ok((CudaStorage::wrap_cuda_slice(loss, dev), Shape::from(rows)))
     }
 

@@ -257,7 +257,9 @@ pub fn text_docs(text: &str, unit: TextUnit) -> Vec<String> {
     }
 }
 
-fn read_jsonl(path: &Path, text: &str, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> {
+/// The JSON value of each non-blank line with its 1-based line number; a bad line is an error
+/// at `path:line:column`.
+pub fn jsonl_values(path: &Path, text: &str) -> Result<Vec<(usize, Value)>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -271,11 +273,19 @@ fn read_jsonl(path: &Path, text: &str, spec: &SourceSpec, kind: Kind) -> Result<
                 e.column()
             )
         })?;
-        let doc = docs::from_row(&row, spec.field.as_deref(), kind)
-            .map_err(|e| anyhow!("{}:{}: {e}", path.display(), i + 1))?;
-        out.push(doc);
+        out.push((i + 1, row));
     }
     Ok(out)
+}
+
+fn read_jsonl(path: &Path, text: &str, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> {
+    jsonl_values(path, text)?
+        .into_iter()
+        .map(|(line, row)| {
+            docs::from_row(&row, spec.field.as_deref(), kind)
+                .map_err(|e| anyhow!("{}:{line}: {e}", path.display()))
+        })
+        .collect()
 }
 
 fn read_json(path: &Path, text: &str, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> {

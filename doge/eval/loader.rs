@@ -220,25 +220,13 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
                     })
                     .collect());
             }
-            let mut out = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let value: Value = serde_json::from_str(line).map_err(|e| {
-                    anyhow!(
-                        "{}:{}:{}: not valid JSON: {e}",
-                        path.display(),
-                        i + 1,
-                        e.column()
-                    )
-                })?;
-                out.push(Row {
-                    at: format!("{}:{}", path.display(), i + 1),
+            Ok(crate::data::sources::jsonl_values(path, &text)?
+                .into_iter()
+                .map(|(line, value)| Row {
+                    at: format!("{}:{line}", path.display()),
                     value,
-                });
-            }
-            Ok(out)
+                })
+                .collect())
         }
         _ => bail!(
             "{}: task rows must be .jsonl, .json or .parquet",
