@@ -1,12 +1,10 @@
 //! The `--where` language (precedence, values, located errors) and `doge runs list` over it.
 
-mod registry_support;
-
+use crate::registry_support::{add, Seed};
 use doge::registry::commands::{list, select, ListQuery};
 use doge::registry::filter::{parse, Expr, Op, Value};
 use doge::registry::render::Format;
 use doge::registry::{Registry, RunStatus};
-use registry_support::{add, Seed};
 
 fn cmp(k: &str, op: Op, v: Value) -> Expr {
     Expr::Cmp(k.into(), op, v)

@@ -1,10 +1,8 @@
 //! `doge registry merge`: imports another machine's runs; a second merge adds nothing.
 
-mod registry_support;
-
+use crate::registry_support::{add, Seed};
 use doge::registry::merge::merge;
 use doge::registry::Registry;
-use registry_support::{add, Seed};
 
 fn count(reg: &Registry, table: &str) -> i64 {
     reg.connection()

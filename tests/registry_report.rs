@@ -1,12 +1,10 @@
 //! `doge report`: the files exist, are self-contained, and name every run.
 
-mod registry_support;
-
 use std::process::Command;
 
+use crate::registry_support::{add, Seed};
 use doge::registry::report::write_report;
 use doge::registry::Registry;
-use registry_support::{add, Seed};
 
 fn seeded(dir: &std::path::Path) -> Registry {
     let mut reg = Registry::open(&dir.join("r.sqlite")).unwrap();

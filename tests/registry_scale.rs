@@ -1,9 +1,7 @@
 //! Acceptance 2 (benchmark, ignored by default):
-//! `cargo test --release --test registry_scale -- --ignored --nocapture`
+//! `cargo test --release --test suite registry_scale -- --ignored --nocapture`
 //! 1,000 runs and 200,000 metric rows; `runs list --where` and `runs compare` of 20 runs must
 //! each answer in under a second.
-
-mod registry_support;
 
 use std::time::Instant;
 
@@ -37,7 +35,7 @@ fn list_and_compare_answer_in_under_a_second_at_scale() {
             let id = format!("run-{i:04}");
             let lr = [1e-3, 3e-3, 6e-3, 1e-2][i as usize % 4];
             let status = if i % 10 == 0 { "failed" } else { "done" };
-            let cfg = registry_support::config(lr, u64::from(i % 7));
+            let cfg = crate::registry_support::config(lr, u64::from(i % 7));
             run.execute(params![
                 id,
                 format!("sweep-{}", i / 20),

@@ -1,12 +1,10 @@
 //! `doge runs show` and `doge runs compare`, through the library and the binary.
 
-mod registry_support;
-
 use std::process::Command;
 
+use crate::registry_support::{add, Seed};
 use doge::registry::commands::{compare, show};
 use doge::registry::Registry;
-use registry_support::{add, Seed};
 
 fn seeded(dir: &std::path::Path) -> Registry {
     let mut reg = Registry::open(&dir.join("r.sqlite")).unwrap();

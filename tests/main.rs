@@ -1,0 +1,40 @@
+//! All integration tests, linked into one binary: each `tests/*.rs` module used to be its own
+//! 130 MB executable, and 34 of them filled CI's disk and spent minutes linking. Run one file's
+//! tests with a module filter: `cargo test --release --test suite model_reference::`.
+
+mod registry_support;
+
+mod autocast_bf16;
+mod bench_cli;
+mod chat_cli;
+mod checkpoint_io;
+mod cli_commands;
+mod data_cli;
+mod data_errors;
+mod data_mix;
+mod data_shards;
+mod data_sources;
+mod data_tokenizer;
+mod eval_cli;
+mod eval_prompts;
+mod eval_reference;
+mod experiment_errors;
+mod experiment_presets;
+mod experiment_resolve;
+mod experiment_schema;
+mod model_properties;
+mod model_reference;
+mod ops_fused;
+mod registry_concurrency;
+mod registry_filter;
+mod registry_merge;
+mod registry_migrate;
+mod registry_report;
+mod registry_scale;
+mod registry_show_compare;
+mod tokenizer_text_input;
+mod train_dpo;
+mod train_loop;
+mod train_run;
+mod train_sft;
+mod transformers_interop;
