@@ -232,3 +232,65 @@ fn batch_size_changes_no_score() {
         }
     }
 }
+
+/// Perplexity over rolling windows against lm-eval's definitions run with transformers
+/// (tests/fixtures/eval/perplexity_reference.json, from tests/python/eval_perplexity_fixture.py):
+/// one document needs four windows of the model's 128 positions, one has non-ASCII bytes and a
+/// trailing newline (an empty last word for lm-eval), and a blank row is skipped.
+#[test]
+fn perplexity_matches_lm_eval_rolling_windows() {
+    let text = std::fs::read_to_string(fixtures().join("eval/perplexity_reference.json")).unwrap();
+    let want: Value = serde_json::from_str(&text).unwrap();
+    let model = model();
+    let tok = tokenizer();
+    let opts = EvalOptions {
+        batch_size: 3,
+        ..EvalOptions::default()
+    };
+    let ev = Evaluator {
+        model: &model,
+        tok: &tok,
+        opts: &opts,
+    };
+    let docs = fixtures().join("eval/texts/docs.jsonl");
+    let spec = format!("perplexity={}", docs.display());
+    let results = ev
+        .run(&parse_tasks(&[spec], Path::new(".")).unwrap())
+        .unwrap();
+    let res = &results[0];
+    let want_docs = want["docs"].as_array().unwrap();
+    assert_eq!(
+        res.samples.len(),
+        want_docs.len(),
+        "the blank row is skipped"
+    );
+    for (got, w) in res.samples.iter().zip(want_docs) {
+        for key in ["tokens", "words", "bytes"] {
+            assert_eq!(got[key], w[key], "{key}");
+        }
+        let (g, r) = (
+            got["loglikelihood"].as_f64().unwrap(),
+            w["loglikelihood"].as_f64().unwrap(),
+        );
+        // A sum over up to 400 tokens, each within about 1e-6 of transformers.
+        assert!((g - r).abs() < 1e-3, "loglikelihood {g} vs {r}");
+    }
+    for metric in [
+        "word_perplexity",
+        "byte_perplexity",
+        "bits_per_byte",
+        "token_perplexity",
+    ] {
+        let got = res
+            .scores
+            .iter()
+            .find(|s| s.metric == metric)
+            .unwrap()
+            .value;
+        let reference = want[metric].as_f64().unwrap();
+        assert!(
+            ((got - reference) / reference).abs() < 1e-5,
+            "{metric}: {got} vs {reference}"
+        );
+    }
+}

@@ -40,12 +40,44 @@ impl Progress {
         self.bar.inc(items);
         if tokens > 0 {
             let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-            self.bar
-                .set_message(format!("{:.2}M tok/s", t as f64 / secs / 1e6));
+            self.bar.set_message(tokens_per_second(t as f64 / secs));
         }
     }
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// A rate with a unit prefix that keeps three significant digits: tokenizing runs at millions
+/// per second, scoring on a CPU at thousands, and "0.00M tok/s" told the eval user nothing.
+fn tokens_per_second(rate: f64) -> String {
+    let (value, prefix) = if rate >= 1e6 {
+        (rate / 1e6, "M")
+    } else if rate >= 1e3 {
+        (rate / 1e3, "k")
+    } else {
+        (rate, "")
+    };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.decimals$}{prefix} tok/s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_per_second;
+
+    #[test]
+    fn rates_keep_three_significant_digits() {
+        assert_eq!(tokens_per_second(2_345_678.0), "2.35M tok/s");
+        assert_eq!(tokens_per_second(12_345.0), "12.3k tok/s");
+        assert_eq!(tokens_per_second(987.4), "987 tok/s");
+        assert_eq!(tokens_per_second(4.2), "4.20 tok/s");
     }
 }

@@ -6,7 +6,7 @@
 //! length, and each window is read after as much of the preceding text as fits (the scorer's left
 //! truncation), lm-eval's rolling windows. Over the whole set, with LL the summed log-likelihood:
 //!
-//! - `word_perplexity` = exp(-LL / words), words split on whitespace
+//! - `word_perplexity` = exp(-LL / words), words counted as lm-eval's `re.split(r"\s+", text)`
 //! - `byte_perplexity` = exp(-LL / bytes), UTF-8 bytes of the documents
 //! - `bits_per_byte`   = -LL / bytes / ln 2
 //! - `token_perplexity` = exp(-LL / tokens), which depends on the tokenizer
@@ -146,8 +146,19 @@ pub fn evaluate(ev: &Evaluator, task: &str, docs: &[TextDoc]) -> Result<(Vec<Sco
     ))
 }
 
+/// lm-eval's wikitext word count, `len(re.split(r"\s+", page))`: one more than the number of
+/// whitespace runs, so leading or trailing whitespace counts an empty word as it does there.
 fn words(text: &str) -> usize {
-    text.split_whitespace().count()
+    let mut runs = 0;
+    let mut in_space = false;
+    for c in text.chars() {
+        let space = c.is_whitespace();
+        if space && !in_space {
+            runs += 1;
+        }
+        in_space = space;
+    }
+    runs + 1
 }
 
 #[cfg(test)]
@@ -162,5 +173,14 @@ mod tests {
         assert_eq!(covered, (1..10).collect::<Vec<_>>());
         assert_eq!(reqs[1].context, vec![0, 1, 2, 3, 4]);
         assert!(rolling_requests(&[0], 4).is_empty());
+    }
+
+    #[test]
+    fn words_are_counted_as_python_re_split_counts_them() {
+        // len(re.split(r"\s+", s)) for each s, by hand.
+        assert_eq!(words("a b"), 2);
+        assert_eq!(words("a  \n b\n"), 3);
+        assert_eq!(words(" a"), 2);
+        assert_eq!(words("one"), 1);
     }
 }
