@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use doge::checkpoint::Checkpoint;
 use doge::model::ops::{
-    adamw, attention, cross_entropy, matvec, residual, rms_norm, rotary, swiglu,
+    adamw, attention, cross_entropy, decode, matvec, residual, rms_norm, rotary, swiglu,
 };
 use doge::train::optimizer::{grad_norm, AdamW, AdamWConfig};
 use rand::{Rng, SeedableRng};
@@ -207,6 +207,31 @@ fn dma_softmax_matches_composed() {
                 &|t| attention::masked_softmax(&t[0], &t[1], &keep, 0.125).unwrap(),
                 &|t| attention::reference(&t[0], &t[1], &keep, 0.125).unwrap(),
             );
+        }
+    }
+}
+
+/// The no-gradient attention of a few query rows (generation steps) against the composed masked
+/// softmax and matrix products: one decode row after 37 cached keys (head dims not a multiple of
+/// the vector width), and a few rows with per-(batch, head) random keep masks.
+#[test]
+fn few_row_attention_matches_composed() {
+    for dt in DTYPES {
+        for (b, kv, groups, l, past, hd) in [(1, 1, 2, 1, 37, 20), (2, 2, 3, 2, 6, 16)] {
+            let lk = past + l;
+            for keep in keep_masks(b, kv, l, past) {
+                let q = random(&[b, kv, groups * l, hd], 21, dt);
+                let k = random(&[b, kv, lk, hd], 22, dt);
+                let v = random(&[b, kv, lk, hd], 23, dt);
+                let bias = random(&[b, kv, lk], 24, dt);
+                let scale = (hd as f64).powf(-0.5);
+                assert_close(
+                    "few-row attention",
+                    &decode::attend(&q, &k, &v, &bias, &keep, scale).unwrap(),
+                    &decode::reference(&q, &k, &v, &bias, &keep, scale).unwrap(),
+                    tolerance(dt),
+                );
+            }
         }
     }
 }

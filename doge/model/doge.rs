@@ -187,10 +187,15 @@ fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<T
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
-/// Keys (normed and rotated) and raw values of one layer, [B, Hkv, P, hd] each.
+/// Keys (normed and rotated) and raw values of one layer, [B, Hkv, P, hd] each, and the dynamic
+/// bias of those keys, [B, Hkv, P].
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
     pub kv: Option<(Tensor, Tensor)>,
+    /// A key's bias depends on its own value alone, so a decode step computes only its new keys'
+    /// (before, every step re-projected the whole cache: O(P) work per token and layer). Kept only
+    /// while the bias comes from the row-exact kernel (see `DogeAttention::dynamic_bias`).
+    pub bias: Option<Tensor>,
 }
 
 /// The KV cache of a whole model: one entry per layer, filled by `forward`.
@@ -268,6 +273,60 @@ impl DogeAttention {
         self.k_norm.fused = fused;
     }
 
+    /// The dynamic bias exp(A * softplus(dt_proj(v))) of keys whose values are `v` [B, Hkv, P, hd]:
+    /// [B, Hkv, P]. With a cache (generation), without gradient, on the fused CPU path, each key's
+    /// projection is its own fixed-order dot product (`matvec`), so a key's bias is bit-identical
+    /// however many keys are projected together and the cache can keep it. Without a cache the
+    /// projection is the matrix product training uses, so a no-gradient pass (DPO's reference
+    /// log-probs, scoring) gives bit for bit what the training pass gives.
+    fn dynamic_bias(&self, v: &Tensor, cached: bool) -> Result<(Tensor, bool)> {
+        let (b, kv, p, hd) = v.dims4()?;
+        let v_rows = v.transpose(1, 2)?.reshape((b, p, kv * hd))?;
+        let w = self.dt_proj.weight();
+        let row_exact = cached && self.fused && fusable(v) && !v.track_op() && !w.track_op();
+        let dt = if row_exact {
+            let y = ops::matvec::linear_rows(&v_rows.reshape((b * p, kv * hd))?, w)?;
+            let y = match self.dt_proj.bias() {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
+            };
+            y.reshape((b, p, kv))?
+        } else {
+            self.dt_proj.forward(&v_rows)?
+        };
+        let bias = softplus(&dt)?
+            .broadcast_mul(&self.a)?
+            .exp()?
+            .transpose(1, 2)?
+            .contiguous()?;
+        Ok((bias, row_exact))
+    }
+
+    /// The bias of all `Lk` keys, where `v` holds all their values and the last `l` are new: from
+    /// the cache's biases plus the new keys' when the cache has them, else from every value.
+    fn cached_bias(
+        &self,
+        v: &Tensor,
+        l: usize,
+        cache: Option<&mut Option<Tensor>>,
+    ) -> Result<Tensor> {
+        let lk = v.dim(2)?;
+        let Some(slot) = cache else {
+            return Ok(self.dynamic_bias(v, false)?.0);
+        };
+        let (bias, row_exact) = match slot.take() {
+            Some(old) if old.dim(2)? + l == lk => {
+                let (new, row_exact) = self.dynamic_bias(&v.narrow(2, lk - l, l)?, true)?;
+                (Tensor::cat(&[&old, &new], 2)?.contiguous()?, row_exact)
+            }
+            _ => self.dynamic_bias(v, true)?,
+        };
+        if row_exact {
+            *slot = Some(bias.clone());
+        }
+        Ok(bias)
+    }
+
     /// x: [B, L, d], the normed hidden states of positions `past .. past + L`.
     pub fn forward(
         &self,
@@ -296,9 +355,12 @@ impl DogeAttention {
         let q = apply_rotary(&q, &rope.0, &rope.1, self.fused)?;
         let k = apply_rotary(&k, &rope.0, &rope.1, self.fused)?;
 
+        let decoding = cache.is_some();
+        let mut cache_bias = None;
         let (k, v, past) = match cache {
             None => (k, v, 0),
             Some(c) => {
+                cache_bias = Some(&mut c.bias);
                 let (k, v, past) = match c.kv.take() {
                     None => (k, v, 0),
                     Some((pk, pv)) => {
@@ -315,15 +377,7 @@ impl DogeAttention {
             }
         };
         let lk = past + l;
-
-        // Dynamic bias per kv head and key, from all (cached) values: exp(A * softplus(dt_proj(v))).
-        let v_cat = v.transpose(1, 2)?.reshape((b, lk, kv * hd))?;
-        let dt = project(&self.dt_proj, &v_cat, self.fused)?; // [B, Lk, Hkv]
-        let bias = softplus(&dt)?
-            .broadcast_mul(&self.a)?
-            .exp()?
-            .transpose(1, 2)?
-            .contiguous()?; // [B, Hkv, Lk]
+        let bias = self.cached_bias(&v, l, cache_bias)?; // [B, Hkv, Lk]
 
         // Which keys each query row keeps: causal (and sliding window), then the top keep_window_size
         // biases when the row sees more keys than that.
@@ -336,6 +390,21 @@ impl DogeAttention {
         })?; // u8 [B or 1, Hkv or 1, L, Lk]
         let scaling = (hd as f64).powf(-0.5);
         if self.fused && fusable(&q) {
+            // Generation steps only: an uncached pass keeps the training path's numbers (see
+            // `dynamic_bias`).
+            let tracking = [&q, &k, &v, &bias].iter().any(|t| t.track_op());
+            if decoding
+                && !tracking
+                && groups * l <= ops::decode::MAX_ROWS
+                && autocast::matmul_dtype().is_none()
+            {
+                let q = q.reshape((b, kv, groups * l, hd))?;
+                let out = ops::decode::attend(&q, &k, &v, &bias, &keep, scaling)?
+                    .reshape((b, h, l, hd))?
+                    .transpose(1, 2)?
+                    .reshape((b, l, h * hd))?;
+                return project(&self.o_proj, &out, self.fused);
+            }
             let scores = autocast::matmul(&q.reshape((b, kv, groups * l, hd))?, &k.t()?)?;
             let probs = ops::attention::masked_softmax(&scores, &bias, &keep, scaling)?;
             let out = autocast::matmul(&probs, &v)?

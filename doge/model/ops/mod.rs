@@ -8,6 +8,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
+pub mod decode;
 pub mod matvec;
 pub mod residual;
 pub mod rms_norm;
