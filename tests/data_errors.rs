@@ -20,6 +20,7 @@ fn offline(root: &Path) -> PrepareOptions {
         hub: HubOptions {
             offline: true,
             cache_dir: root.join("hub"),
+            endpoint: None,
         },
         progress: false,
     }
@@ -132,6 +133,7 @@ fn a_vocab_smaller_than_the_special_tokens_is_an_error() {
     let hub = HubOptions {
         offline: true,
         cache_dir: dir.path().join("hub"),
+        endpoint: None,
     };
     let e = doge::data::ensure_tokenizer(
         &TokenizerSpec::Train { vocab_size: 256 },
@@ -177,6 +179,7 @@ fn offline_hub_datasets_say_what_was_looked_for_and_how_to_use_a_local_copy() {
     let hub = HubOptions {
         offline: true,
         cache_dir: dir.path().join("hub"),
+        endpoint: None,
     };
     let e = doge::data::hub::dataset_files(
         "HuggingFaceTB/smollm-corpus",
@@ -215,6 +218,7 @@ fn offline_hub_tokenizers_name_the_file() {
     let hub = HubOptions {
         offline: true,
         cache_dir: dir.path().join("hub"),
+        endpoint: None,
     };
     let spec = TokenizerSpec::Hub {
         id: "SmallDoge/Doge-tokenizer".into(),

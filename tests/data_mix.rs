@@ -90,6 +90,7 @@ fn options(root: &Path) -> PrepareOptions {
         hub: HubOptions {
             offline: true,
             cache_dir: root.join("hub"),
+            endpoint: None,
         },
         progress: false,
     }

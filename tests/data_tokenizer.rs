@@ -312,6 +312,7 @@ fn trained_tokenizer_is_cached_by_fingerprint() {
     let hub = HubOptions {
         offline: true,
         cache_dir: cache.path().join("hub"),
+        endpoint: None,
     };
     let a = doge::data::ensure_tokenizer(&spec, &data, cache.path(), &hub).unwrap();
     let stamp = |t: &DogeTokenizer| {

@@ -22,6 +22,7 @@ mod experiment_errors;
 mod experiment_presets;
 mod experiment_resolve;
 mod experiment_schema;
+mod hub_download;
 mod model_properties;
 mod model_reference;
 mod ops_fused;

@@ -59,6 +59,7 @@ fn prepared(
         hub: HubOptions {
             offline: true,
             cache_dir: dir.join("hub"),
+            endpoint: None,
         },
         progress: false,
     };

@@ -1,7 +1,8 @@
 //! Hugging Face hub access (datasets and tokenizers) through `hf-hub`, with an offline mode.
 //!
 //! Online, files are downloaded into the hub cache (`$HF_HOME/hub`, default
-//! `~/.cache/huggingface/hub`) and reused from there. Offline (`HF_HUB_OFFLINE=1`, or
+//! `~/.cache/huggingface/hub`) and reused from there, from `HF_ENDPOINT` when set (a mirror, as
+//! `huggingface_hub` honours it) else https://huggingface.co. Offline (`HF_HUB_OFFLINE=1`, or
 //! `--offline`), only that cache is read, so a machine without network works from files copied
 //! into the cache or from local paths.
 
@@ -18,11 +19,13 @@ pub struct HubOptions {
     pub offline: bool,
     /// The hub cache directory (`.../huggingface/hub`).
     pub cache_dir: PathBuf,
+    /// The hub's base URL when not https://huggingface.co (`HF_ENDPOINT`).
+    pub endpoint: Option<String>,
 }
 
 impl HubOptions {
-    /// From the environment, as the Python tools do: `HF_HUB_OFFLINE` (`1`/`true`/`yes`) and
-    /// `HF_HOME`.
+    /// From the environment, as the Python tools do: `HF_HUB_OFFLINE` (`1`/`true`/`yes`),
+    /// `HF_HOME` and `HF_ENDPOINT`.
     pub fn from_env() -> Self {
         let offline = std::env::var("HF_HUB_OFFLINE")
             .map(|v| {
@@ -35,7 +38,20 @@ impl HubOptions {
         HubOptions {
             offline,
             cache_dir: Cache::from_env().path().clone(),
+            endpoint: std::env::var("HF_ENDPOINT")
+                .ok()
+                .map(|e| e.trim().trim_end_matches('/').to_string())
+                .filter(|e| !e.is_empty()),
         }
+    }
+
+    /// A hub client on this cache and endpoint.
+    fn api(&self, progress: bool) -> Result<hf_hub::api::sync::Api> {
+        let mut builder = ApiBuilder::from_cache(self.cache()).with_progress(progress);
+        if let Some(e) = &self.endpoint {
+            builder = builder.with_endpoint(e.clone());
+        }
+        builder.build().context("starting the hub client")
     }
 
     fn cache(&self) -> Cache {
@@ -67,10 +83,7 @@ pub fn model_file(
             opts.cache_dir.display()
         );
     }
-    let api = ApiBuilder::from_cache(opts.cache())
-        .with_progress(false)
-        .build()
-        .context("starting the hub client")?;
+    let api = opts.api(false)?;
     api.repo(repo).get(file).with_context(|| {
         format!(
             "could not fetch `{file}` of `{id}` (revision {rev}) from the hub; without network, set HF_HUB_OFFLINE=1 \
@@ -113,10 +126,7 @@ pub fn dataset_files(
         let snap = snapshot_dir(&opts.cache_dir, &repo)?;
         return Ok(picked.into_iter().map(|f| snap.join(f)).collect());
     }
-    let api = ApiBuilder::from_cache(opts.cache())
-        .with_progress(true)
-        .build()
-        .context("starting the hub client")?;
+    let api = opts.api(true)?;
     let api_repo = api.repo(repo.clone());
     let info = api_repo.info().with_context(|| {
         format!(

@@ -1,0 +1,334 @@
+//! Hub downloads against a local stand-in for the Hugging Face hub (no network here or in CI).
+//!
+//! The stand-in speaks the part of the hub's HTTP protocol that clients use, as the hub documents
+//! and serves it: `GET /api/{models,datasets}/{id}/revision/{rev}` answers the repository's commit
+//! (`sha`) and file list (`siblings[].rfilename`); `GET [datasets/]{id}/resolve/{rev}/{path}`
+//! answers the file, honouring `Range` (206 with `Content-Range`), with its `ETag` and the
+//! `X-Repo-Commit` header. Checked: files arrive byte for byte in the cache layout
+//! `huggingface_hub` uses, `HF_ENDPOINT` is honoured by the binary, and offline mode then reads the
+//! cache without a single request.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use doge::data::hub::{dataset_files, model_file, HubOptions};
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// Files by repository (`datasets/owner/name` or `owner/name`), then path in the repository.
+type Repos = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+struct MockHub {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl MockHub {
+    fn start(repos: Repos) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (log, repos) = (requests.clone(), Arc::new(repos));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (log, repos) = (log.clone(), repos.clone());
+                std::thread::spawn(move || serve(stream, &repos, &log));
+            }
+        });
+        MockHub { url, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(stream: TcpStream, repos: &Repos, log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut range = None;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("range") {
+                    range = Some(v.trim().to_string());
+                }
+            }
+        }
+        log.lock().unwrap().push(target.clone());
+        let (status, headers, body) = respond(&target, range.as_deref(), repos);
+        let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            head += &format!("{k}: {v}\r\n");
+        }
+        head += "\r\n";
+        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
+            return;
+        }
+        // Keep-alive: the client may send its next request (they have no body) on this stream.
+        let _ = stream.flush();
+    }
+}
+
+fn respond(
+    target: &str,
+    range: Option<&str>,
+    repos: &Repos,
+) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let not_found = || ("404 Not Found".to_string(), vec![], b"{}".to_vec());
+    if let Some(rest) = target.strip_prefix("/api/") {
+        // {models|datasets}/{owner}/{name}/revision/{rev}
+        let Some((kind_and_id, _rev)) = rest.split_once("/revision/") else {
+            return not_found();
+        };
+        let key = match kind_and_id.split_once('/') {
+            Some(("datasets", id)) => format!("datasets/{id}"),
+            Some(("models", id)) => id.to_string(),
+            _ => return not_found(),
+        };
+        let Some(files) = repos.get(&key) else {
+            return not_found();
+        };
+        let siblings: Vec<serde_json::Value> = files
+            .keys()
+            .map(|f| serde_json::json!({ "rfilename": f }))
+            .collect();
+        let body = serde_json::json!({ "id": key, "sha": COMMIT, "siblings": siblings });
+        return (
+            "200 OK".into(),
+            vec![("Content-Type".into(), "application/json".into())],
+            body.to_string().into_bytes(),
+        );
+    }
+    // /{repo}/resolve/{rev}/{path}
+    let Some((repo, rest)) = target.trim_start_matches('/').split_once("/resolve/") else {
+        return not_found();
+    };
+    let Some((_rev, path)) = rest.split_once('/') else {
+        return not_found();
+    };
+    let Some(bytes) = repos.get(repo).and_then(|files| files.get(path)) else {
+        return not_found();
+    };
+    let size = bytes.len();
+    let etag = format!("\"{}\"", sha256_hex(bytes));
+    let mut headers = vec![
+        ("ETag".to_string(), etag),
+        ("X-Repo-Commit".to_string(), COMMIT.to_string()),
+    ];
+    let (start, end) = match range.and_then(|r| r.strip_prefix("bytes=")) {
+        Some(r) => {
+            let (a, b) = r.split_once('-').unwrap();
+            let a: usize = a.parse().unwrap();
+            let b: usize = if b.is_empty() {
+                size - 1
+            } else {
+                b.parse::<usize>().unwrap().min(size - 1)
+            };
+            (a, b)
+        }
+        None => return ("200 OK".into(), headers, bytes.clone()),
+    };
+    headers.push((
+        "Content-Range".to_string(),
+        format!("bytes {start}-{end}/{size}"),
+    ));
+    (
+        "206 Partial Content".into(),
+        headers,
+        bytes[start..=end].to_vec(),
+    )
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn arc_rows() -> Vec<u8> {
+    std::fs::read(fixtures().join("eval/rows/arc_easy/validation.jsonl")).unwrap()
+}
+
+/// A dataset repository laid out as allenai/ai2_arc is (one folder per configuration, files named
+/// after their split), and a tokenizer repository.
+fn repos() -> Repos {
+    let mut arc = BTreeMap::new();
+    arc.insert(
+        "ARC-Easy/validation-00000-of-00001.jsonl".to_string(),
+        arc_rows(),
+    );
+    arc.insert(
+        "ARC-Easy/train-00000-of-00001.jsonl".to_string(),
+        b"{}\n".to_vec(),
+    );
+    arc.insert(
+        "ARC-Challenge/validation-00000-of-00001.jsonl".to_string(),
+        b"{}\n".to_vec(),
+    );
+    arc.insert("README.md".to_string(), b"# ai2_arc\n".to_vec());
+    let mut tok = BTreeMap::new();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        tok.insert(
+            f.to_string(),
+            std::fs::read(fixtures().join("eval/tokenizer-256").join(f)).unwrap(),
+        );
+    }
+    let mut repos = Repos::new();
+    repos.insert("datasets/allenai/ai2_arc".to_string(), arc);
+    repos.insert("owner/tiny-tokenizer".to_string(), tok);
+    repos
+}
+
+#[test]
+fn dataset_and_model_files_download_into_the_cache_then_work_offline() {
+    let hub = MockHub::start(repos());
+    let cache = tempfile::tempdir().unwrap();
+    let online = HubOptions {
+        offline: false,
+        cache_dir: cache.path().join("hub"),
+        endpoint: Some(hub.url.clone()),
+    };
+    let files = dataset_files(
+        "allenai/ai2_arc",
+        None,
+        Some("ARC-Easy"),
+        "validation",
+        &online,
+    )
+    .unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read(&files[0]).unwrap(), arc_rows());
+    // huggingface_hub's layout: refs/main holds the commit, snapshots/<commit>/<path>.
+    let repo_dir = cache.path().join("hub/datasets--allenai--ai2_arc");
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main"))
+            .unwrap()
+            .trim(),
+        COMMIT
+    );
+    assert_eq!(
+        files[0],
+        repo_dir.join(format!(
+            "snapshots/{COMMIT}/ARC-Easy/validation-00000-of-00001.jsonl"
+        ))
+    );
+    let tok = model_file("owner/tiny-tokenizer", None, "tokenizer.json", &online).unwrap();
+    assert_eq!(
+        std::fs::read(&tok).unwrap(),
+        std::fs::read(fixtures().join("eval/tokenizer-256/tokenizer.json")).unwrap()
+    );
+    let seen = hub.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r == "/api/datasets/allenai/ai2_arc/revision/main"),
+        "{seen:?}"
+    );
+    // Only the split asked for was fetched.
+    assert!(!seen.iter().any(|r| r.contains("train-0000")), "{seen:?}");
+
+    let offline = HubOptions {
+        offline: true,
+        ..online
+    };
+    let again = dataset_files(
+        "allenai/ai2_arc",
+        None,
+        Some("ARC-Easy"),
+        "validation",
+        &offline,
+    )
+    .unwrap();
+    assert_eq!(again, files);
+    assert_eq!(
+        model_file("owner/tiny-tokenizer", None, "tokenizer.json", &offline).unwrap(),
+        tok
+    );
+    assert_eq!(hub.requests().len(), seen.len(), "offline made no request");
+}
+
+#[test]
+fn a_missing_repository_names_it_and_the_way_out() {
+    let hub = MockHub::start(repos());
+    let cache = tempfile::tempdir().unwrap();
+    let online = HubOptions {
+        offline: false,
+        cache_dir: cache.path().join("hub"),
+        endpoint: Some(hub.url.clone()),
+    };
+    let e = dataset_files("nobody/nothing", None, None, "validation", &online).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("nobody/nothing"), "{msg}");
+    assert!(msg.contains("HF_HUB_OFFLINE"), "{msg}");
+}
+
+/// `doge eval` reads a task from the hub through HF_ENDPOINT and scores it exactly as from the
+/// same rows on disk.
+#[test]
+fn eval_reads_a_hub_task_through_hf_endpoint() {
+    let hub = MockHub::start(repos());
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("doge-tiny/dense").join(f), model.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixtures().join("eval/tokenizer-256").join(f), model.join(f)).unwrap();
+    }
+    let local = dir.path().join("arc.jsonl");
+    std::fs::write(&local, arc_rows()).unwrap();
+    let run = |task: String, samples: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_doge"))
+            .current_dir(dir.path())
+            .env("HF_ENDPOINT", &hub.url)
+            .env("HF_HOME", dir.path().join("hf"))
+            .env_remove("HF_HUB_OFFLINE")
+            .args(["eval", "--model", "model", "--tasks", &task, "--shots", "0"])
+            .args(["--log-samples", samples, "--no-registry", "--quiet"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.path().join(samples)).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["loglikelihoods"].clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let from_hub = run(
+        "arc_easy=hub:allenai/ai2_arc:ARC-Easy".to_string(),
+        "hub.jsonl",
+    );
+    let from_disk = run(format!("arc_easy={}", local.display()), "disk.jsonl");
+    assert_eq!(from_hub.len(), 3);
+    assert_eq!(from_hub, from_disk);
+    assert!(hub
+        .requests()
+        .iter()
+        .any(|r| r.ends_with("ARC-Easy/validation-00000-of-00001.jsonl")));
+}
