@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use doge::checkpoint::Checkpoint;
 use doge::data::hub::HubOptions;
 use doge::data::tokenizer::{train_bpe, TrainOptions};
@@ -20,6 +20,7 @@ use doge::train::optimizer::AdamWConfig;
 use doge::train::pretrain::{row_labels, StageObserver, StageSettings};
 use doge::train::rows::TokenRows;
 use doge::train::schedule::Schedule;
+use doge::train::trainer::Objective;
 
 const SYSTEM_HEADER: &str = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\nCutting Knowledge Date: December 2024\nToday Date: December 2024\n";
 
@@ -168,6 +169,94 @@ fn packed_rows_put_no_loss_across_conversations() {
         }
     }
     assert!(labelled > 0);
+}
+
+/// Packed conversations attend only inside themselves: the loss of packed rows equals the NLL of
+/// every labelled token scored with only its own conversation's earlier tokens (each stretch of a
+/// row from one `<bos>` to the next, scored alone by `score_sequences`).
+#[test]
+fn packed_conversations_do_not_attend_to_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer(dir.path());
+    let rows: String = (0..12)
+        .map(|k| {
+            format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"Count to {k} and stop.\"}}, {{\"role\": \"assistant\", \"content\": \"Done {k}, stopped.\"}}]}}\n")
+        })
+        .collect();
+    let ds = prepared(dir.path(), &tok, &rows, 256, true);
+    assert_eq!(ds.document_separator(), Some(tok.bos_id));
+    let mut cfg = DOGE_TINY.config();
+    cfg.vocab_size = 600;
+    cfg.num_hidden_layers = 2;
+    // Weights large enough that a token's prediction depends on what it attends to (at the
+    // default 0.02 the attention output is too small for the check below to tell).
+    cfg.initializer_range = 0.3;
+    let model = Checkpoint::init(&cfg, 11, DType::F32, &Device::Cpu)
+        .unwrap()
+        .model()
+        .unwrap();
+
+    let n = ds.num_train_rows().min(3);
+    let (mut sum, mut count, mut documents) = (0f64, 0usize, 0);
+    for i in 0..n {
+        let row = ds.train_row(i);
+        let labels = row_labels(&row, ds.train_len(i), ds.train_mask(i).as_deref());
+        let mut starts: Vec<usize> = (1..row.len()).filter(|&j| row[j] == tok.bos_id).collect();
+        starts.insert(0, 0);
+        starts.push(row.len());
+        for w in starts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            documents += 1;
+            if b - a < 2 {
+                continue;
+            }
+            let score = &score_sequences(&model, &[row[a..b].to_vec()], 1).unwrap()[0];
+            for (k, lp) in score.token_logprobs.iter().enumerate() {
+                if labels[a + k + 1] != IGNORE_INDEX {
+                    sum -= *lp as f64;
+                    count += 1;
+                }
+            }
+        }
+    }
+    assert!(documents > n, "the rows hold several conversations each");
+    let want = sum / count as f64;
+    let objective = doge::train::sft::objective(&ds).unwrap();
+    let got = objective
+        .micro_batch(&model, 0, n)
+        .unwrap()
+        .loss
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    assert!(
+        (got - want).abs() < 1e-5 * want,
+        "packed loss {got} vs conversations scored alone {want}"
+    );
+    // The same rows with attention across conversations score differently: the check above
+    // would fail without the document mask.
+    let ids: Vec<u32> = (0..n).flat_map(|i| ds.train_row(i)).collect();
+    let labels: Vec<i64> = (0..n)
+        .flat_map(|i| {
+            row_labels(
+                &ds.train_row(i),
+                ds.train_len(i),
+                ds.train_mask(i).as_deref(),
+            )
+        })
+        .collect();
+    let width = ds.row_len();
+    let crossing = model
+        .loss(
+            &Tensor::from_vec(ids, (n, width), &Device::Cpu).unwrap(),
+            &Tensor::from_vec(labels, (n, width), &Device::Cpu).unwrap(),
+        )
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    assert!(
+        (crossing - want).abs() > 1e-3 * want,
+        "attention across conversations changed nothing ({crossing} vs {want}): the test cannot tell"
+    );
 }
 
 struct Recorder(Vec<(u64, String, f64)>);

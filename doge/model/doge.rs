@@ -17,7 +17,7 @@ use candle_nn::{Embedding, VarBuilder};
 use super::autocast::{self, Linear};
 
 use super::config::DogeConfig;
-use super::masks::{attention_keep_mask, KeepMaskInput};
+use super::masks::{attention_keep_mask, Documents, KeepMaskInput};
 use super::ops::{self, fusable};
 use super::routing::route_tokens;
 
@@ -327,12 +327,14 @@ impl DogeAttention {
         Ok(bias)
     }
 
-    /// x: [B, L, d], the normed hidden states of positions `past .. past + L`.
+    /// x: [B, L, d], the normed hidden states of positions `past .. past + L`; with `documents`
+    /// (packed rows, no cache) each query attends only inside its own document.
     pub fn forward(
         &self,
         x: &Tensor,
         rope: &(Tensor, Tensor),
         cache: Option<&mut LayerCache>,
+        documents: Option<&Documents>,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -387,6 +389,7 @@ impl DogeAttention {
             past,
             keep_window_size: self.keep_window_size,
             sliding_window: self.sliding_window,
+            documents,
         })?; // u8 [B or 1, Hkv or 1, L, Lk]
         let scaling = (hd as f64).powf(-0.5);
         if self.fused && fusable(&q) {
@@ -624,10 +627,11 @@ impl DogeDecoderLayer {
         h: &Tensor,
         rope: &(Tensor, Tensor),
         cache: Option<&mut LayerCache>,
+        documents: Option<&Documents>,
     ) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(h)?, rope, cache)?;
+        let attn =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(h)?, rope, cache, documents)?;
         let h = self.residual(h, &self.input_residual, &attn)?;
         let mlp = self
             .mlp
@@ -713,10 +717,17 @@ impl DogeForCausalLM {
     }
 
     /// Final-normed hidden states [B, L, d] for `input_ids` [B, L] (u32), continuing `cache` when given.
-    pub fn hidden_states(
+    pub fn hidden_states(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.hidden_states_in(input_ids, cache, None)
+    }
+
+    /// [`Self::hidden_states`], each query attending only inside its document when `documents`
+    /// is given.
+    fn hidden_states_in(
         &self,
         input_ids: &Tensor,
         mut cache: Option<&mut KvCache>,
+        documents: Option<&Documents>,
     ) -> Result<Tensor> {
         let (_, l) = input_ids.dims2()?;
         let past = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
@@ -724,7 +735,7 @@ impl DogeForCausalLM {
         let mut h = self.embed_tokens.forward(input_ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            h = layer.forward(&h, &rope, layer_cache)?;
+            h = layer.forward(&h, &rope, layer_cache, documents)?;
         }
         self.norm.forward(&h)
     }
@@ -759,7 +770,18 @@ impl DogeForCausalLM {
     /// ignored, unshifted), as [`causal_lm_loss`] of [`Self::forward`], without materialising the
     /// logits when the fused kernels are on.
     pub fn loss(&self, input_ids: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden_states(input_ids, None)?;
+        self.loss_in(input_ids, labels, None)
+    }
+
+    /// [`Self::loss`] over rows that pack several documents: with `documents`, attention stays
+    /// inside each document, so every document's loss is what it would be alone in a row.
+    pub fn loss_in(
+        &self,
+        input_ids: &Tensor,
+        labels: &Tensor,
+        documents: Option<&Documents>,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden_states_in(input_ids, None, documents)?;
         #[cfg(feature = "cuda")]
         if self.fused && crate::cuda::fusable(&hidden) {
             return crate::cuda::ops::causal_lm_loss(&self.logits(&hidden)?, labels);

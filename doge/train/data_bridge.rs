@@ -85,4 +85,8 @@ impl TokenRows for TokenDataset {
     fn test_mask(&self, i: usize) -> Option<Vec<u8>> {
         TokenDataset::test_mask(self, i)
     }
+    fn document_separator(&self) -> Option<u32> {
+        let m = self.manifest();
+        (m.packing && self.kind() == crate::data::config::Kind::Sft).then_some(m.bos_id)
+    }
 }

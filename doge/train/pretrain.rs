@@ -12,6 +12,7 @@ use super::rows::TokenRows;
 use super::trainer::{self, MicroBatch, Objective};
 use crate::checkpoint::Checkpoint;
 use crate::model::doge::IGNORE_INDEX;
+use crate::model::masks::Documents;
 use crate::model::DogeForCausalLM;
 
 pub use super::trainer::{StageObserver, StageOutcome, StageSettings};
@@ -83,18 +84,28 @@ fn batch(
 }
 
 /// The mean loss over the labels that carry loss. A micro-batch with none (an SFT row holding only
-/// a prompt) gives 0 with zero gradients rather than 0/0.
+/// a prompt) gives 0 with zero gradients rather than 0/0. Rows of packed documents starting with
+/// `separator` keep attention inside each document.
 fn masked_loss(
     model: &DogeForCausalLM,
     ids: &Tensor,
     labels: &Tensor,
     active: usize,
+    separator: Option<u32>,
 ) -> Result<Tensor> {
     if active == 0 {
         return Ok((model.forward(ids, None)?.sum_all()? * 0.0)?);
     }
+    let documents = match separator {
+        Some(sep) => {
+            let width = ids.dim(1)?;
+            let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+            Some(Documents::starting_at(&flat, width, sep))
+        }
+        None => None,
+    };
     // `loss` = causal_lm_loss(forward), without materialising the logits on the fused CPU path.
-    Ok(model.loss(ids, labels)?)
+    Ok(model.loss_in(ids, labels, documents.as_ref())?)
 }
 
 /// Mean next-token loss over all held-out rows (weighted by rows, as the training loss).
@@ -106,7 +117,7 @@ pub fn eval_loss(model: &DogeForCausalLM, rows: &dyn TokenRows, batch_size: usiz
         let k = batch_size.min(n - start);
         let (ids, labels, active) = batch(rows, start as u64, k, true, model.device())?;
         if active > 0 {
-            let loss = masked_loss(model, &ids, &labels, active)?
+            let loss = masked_loss(model, &ids, &labels, active, rows.document_separator())?
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
             sum += loss * k as f64;
@@ -133,7 +144,7 @@ impl Objective for NextToken<'_> {
     fn micro_batch(&self, model: &DogeForCausalLM, first: u64, count: usize) -> Result<MicroBatch> {
         let (ids, labels, active) = batch(self.rows, first, count, false, model.device())?;
         Ok(MicroBatch {
-            loss: masked_loss(model, &ids, &labels, active)?,
+            loss: masked_loss(model, &ids, &labels, active, self.rows.document_separator())?,
             tokens: count * self.tokens_per_example(),
             metrics: Vec::new(),
         })

@@ -30,6 +30,12 @@ pub trait TokenRows {
         let _ = i;
         None
     }
+    /// Rows that pack several documents each starting with this token (SFT's packed
+    /// conversations, each `<bos> ...`): attention is then kept inside each document. `None` when
+    /// rows hold one document, or (pre-training) when attention may cross documents.
+    fn document_separator(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Rows held in memory (tests, and small pre-tokenized inputs).

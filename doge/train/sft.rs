@@ -9,11 +9,15 @@
 //! Packing (the seed's `packing true`) concatenates conversations, each `<bos> ... <eos>`, into
 //! rows of `seq-len + 1` tokens. **No loss crosses a boundary**: the first token of a conversation
 //! (its `<bos>`) is never a label, so nothing is learnt from predicting one conversation out of the
-//! previous one. **Attention does cross boundaries**: the model has no document mask and positions
-//! are not reset per conversation, so a token attends to the earlier conversations of its row (as
-//! in TRL's "wrapped" packing without `padding_free`, which the seed used). With `packing #false`
-//! every row is one conversation, truncated to `seq-len + 1` and right-padded; padding carries no
-//! loss and, the mask being causal, is never attended to by real tokens.
+//! previous one. **Nor does attention**: the rows tell the model where each conversation starts
+//! (`TokenRows::document_separator`, the `<bos>`), and a token attends only to its own
+//! conversation (`model::masks::Documents`). Positions are not reset, and need not be: rotary
+//! scores depend only on the distance between query and key, so a packed conversation scores as it
+//! would alone (tests/train_sft.rs checks this to 1e-5). This is what TRL's `padding_free` packing
+//! does; the seed's older TRL "wrapped" packing let attention cross. A conversation cut at a row's
+//! end continues at the next row's start as a document of its own. With `packing #false` every row
+//! is one conversation, truncated to `seq-len + 1` and right-padded; padding carries no loss and,
+//! the mask being causal, is never attended to by real tokens.
 //!
 //! The loss of a micro-batch is the mean over its assistant tokens (a micro-batch with none
 //! contributes 0); gradient accumulation averages micro-batch means, as transformers' Trainer did
