@@ -42,6 +42,15 @@ impl MockHub {
         MockHub { url, requests }
     }
 
+    /// Online hub options on this stand-in, with the hub cache under `dir`.
+    fn options(&self, dir: &Path) -> HubOptions {
+        HubOptions {
+            offline: false,
+            cache_dir: dir.join("hub"),
+            endpoint: Some(self.url.clone()),
+        }
+    }
+
     fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
@@ -203,11 +212,7 @@ fn repos() -> Repos {
 fn dataset_and_model_files_download_into_the_cache_then_work_offline() {
     let hub = MockHub::start(repos());
     let cache = tempfile::tempdir().unwrap();
-    let online = HubOptions {
-        offline: false,
-        cache_dir: cache.path().join("hub"),
-        endpoint: Some(hub.url.clone()),
-    };
+    let online = hub.options(cache.path());
     let files = dataset_files(
         "allenai/ai2_arc",
         None,
@@ -270,11 +275,7 @@ fn dataset_and_model_files_download_into_the_cache_then_work_offline() {
 fn a_missing_repository_names_it_and_the_way_out() {
     let hub = MockHub::start(repos());
     let cache = tempfile::tempdir().unwrap();
-    let online = HubOptions {
-        offline: false,
-        cache_dir: cache.path().join("hub"),
-        endpoint: Some(hub.url.clone()),
-    };
+    let online = hub.options(cache.path());
     let e = dataset_files("nobody/nothing", None, None, "validation", &online).unwrap_err();
     let msg = format!("{e:#}");
     assert!(msg.contains("nobody/nothing"), "{msg}");

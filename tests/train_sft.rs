@@ -135,15 +135,24 @@ fn exactly_the_assistant_tokens_and_their_end_token_carry_loss() {
     assert_eq!(got, want);
 }
 
+/// Twelve one-turn chats as `messages` rows, `{k}` in the texts replaced by 0..12.
+fn counting_chats(user: &str, assistant: &str) -> String {
+    (0..12)
+        .map(|k| {
+            let turn = |role: &str, text: &str| {
+                serde_json::json!({"role": role, "content": text.replace("{k}", &k.to_string())})
+            };
+            let row = serde_json::json!({"messages": [turn("user", user), turn("assistant", assistant)]});
+            format!("{row}\n")
+        })
+        .collect()
+}
+
 #[test]
 fn packed_rows_put_no_loss_across_conversations() {
     let dir = tempfile::tempdir().unwrap();
     let tok = tokenizer(dir.path());
-    let rows: String = (0..12)
-        .map(|k| {
-            format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"Count to {k}.\"}}, {{\"role\": \"assistant\", \"content\": \"Done {k}.\"}}]}}\n")
-        })
-        .collect();
+    let rows = counting_chats("Count to {k}.", "Done {k}.");
     let ds = prepared(dir.path(), &tok, &rows, 48, true);
     assert!(ds.num_train_rows() >= 4, "{} rows", ds.num_train_rows());
     let answers: Vec<String> = (0..12)
@@ -178,11 +187,7 @@ fn packed_rows_put_no_loss_across_conversations() {
 fn packed_conversations_do_not_attend_to_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let tok = tokenizer(dir.path());
-    let rows: String = (0..12)
-        .map(|k| {
-            format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"Count to {k} and stop.\"}}, {{\"role\": \"assistant\", \"content\": \"Done {k}, stopped.\"}}]}}\n")
-        })
-        .collect();
+    let rows = counting_chats("Count to {k} and stop.", "Done {k}, stopped.");
     let ds = prepared(dir.path(), &tok, &rows, 256, true);
     assert_eq!(ds.document_separator(), Some(tok.bos_id));
     let mut cfg = DOGE_TINY.config();
