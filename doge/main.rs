@@ -62,11 +62,27 @@ fn main() -> ExitCode {
 
 fn run(parsed: Cli) -> anyhow::Result<()> {
     match parsed.command {
-        Command::Score(args) => cli::score::run(&args),
-        Command::Generate(args) => cli::generate::run(&args),
-        Command::Chat(args) => cli::chat::run(&args),
-        Command::Convert(args) => cli::convert::run(&args),
-        Command::Eval(args) => doge::eval::cli::run(&args),
+        Command::Score(mut args) => {
+            args.model.resolve()?;
+            cli::score::run(&args)
+        }
+        Command::Generate(mut args) => {
+            args.model.resolve()?;
+            cli::generate::run(&args)
+        }
+        Command::Chat(mut args) => {
+            args.model.resolve()?;
+            cli::chat::run(&args)
+        }
+        Command::Convert(mut args) => {
+            args.model =
+                doge::data::hub::model_dir(&args.model, &doge::data::hub::HubOptions::from_env())?;
+            cli::convert::run(&args)
+        }
+        Command::Eval(mut args) => {
+            args.model.resolve()?;
+            doge::eval::cli::run(&args)
+        }
         Command::Exp(args) => doge::experiment::cli::run(&args),
         Command::Data(args) => doge::data::cli::run(&args),
         Command::Runs(args) => doge::registry::cli::run_runs(&args),

@@ -202,10 +202,53 @@ fn repos() -> Repos {
             std::fs::read(fixtures().join("eval/tokenizer-256").join(f)).unwrap(),
         );
     }
+    let mut model = tok.clone();
+    for f in ["config.json", "model.safetensors"] {
+        model.insert(
+            f.to_string(),
+            std::fs::read(fixtures().join("doge-tiny/dense").join(f)).unwrap(),
+        );
+    }
+    model.insert("pytorch_model.bin".to_string(), b"not fetched".to_vec());
     let mut repos = Repos::new();
     repos.insert("datasets/allenai/ai2_arc".to_string(), arc);
     repos.insert("owner/tiny-tokenizer".to_string(), tok);
+    repos.insert("owner/doge-tiny".to_string(), model);
     repos
+}
+
+/// The tiny reference model and its tokenizer as a local checkpoint directory.
+fn local_model(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("doge-tiny/dense").join(f), model.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixtures().join("eval/tokenizer-256").join(f), model.join(f)).unwrap();
+    }
+    model
+}
+
+/// Runs the doge binary in `dir` against the stand-in hub, with the hub cache in `dir/hf`.
+fn doge(dir: &Path, hub: &MockHub, offline: bool, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_doge"));
+    c.current_dir(dir)
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HOME", dir.join("hf"))
+        .args(args);
+    if offline {
+        c.env("HF_HUB_OFFLINE", "1");
+    } else {
+        c.env_remove("HF_HUB_OFFLINE");
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "doge {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[test]
@@ -288,38 +331,14 @@ fn a_missing_repository_names_it_and_the_way_out() {
 fn eval_reads_a_hub_task_through_hf_endpoint() {
     let hub = MockHub::start(repos());
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixtures().join("doge-tiny/dense").join(f), model.join(f)).unwrap();
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(fixtures().join("eval/tokenizer-256").join(f), model.join(f)).unwrap();
-    }
+    local_model(dir.path());
     let local = dir.path().join("arc.jsonl");
     std::fs::write(&local, arc_rows()).unwrap();
     let run = |task: String, samples: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_doge"))
-            .current_dir(dir.path())
-            .env("HF_ENDPOINT", &hub.url)
-            .env("HF_HOME", dir.path().join("hf"))
-            .env_remove("HF_HUB_OFFLINE")
-            .args(["eval", "--model", "model", "--tasks", &task, "--shots", "0"])
-            .args(["--log-samples", samples, "--no-registry", "--quiet"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(dir.path().join(samples)).unwrap();
-        text.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["loglikelihoods"].clone()
-            })
-            .collect::<Vec<_>>()
+        let args = ["eval", "--model", "model", "--tasks", &task, "--shots", "0"];
+        let tail = ["--log-samples", samples, "--no-registry", "--quiet"];
+        doge(dir.path(), &hub, false, &[&args[..], &tail[..]].concat());
+        logliks(&dir.path().join(samples))
     };
     let from_hub = run(
         "arc_easy=hub:allenai/ai2_arc:ARC-Easy".to_string(),
@@ -332,4 +351,130 @@ fn eval_reads_a_hub_task_through_hf_endpoint() {
         .requests()
         .iter()
         .any(|r| r.ends_with("ARC-Easy/validation-00000-of-00001.jsonl")));
+}
+
+fn logliks(samples: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(samples)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loglikelihoods"].clone())
+        .collect()
+}
+
+/// `--model owner/name` downloads the checkpoint (config, safetensors, tokenizer; not the
+/// `pytorch_model.bin` beside them) and evaluates exactly as the local copy; offline, the cache
+/// serves it without a request.
+#[test]
+fn a_hub_model_evaluates_as_its_local_copy() {
+    let hub = MockHub::start(repos());
+    let dir = tempfile::tempdir().unwrap();
+    local_model(dir.path());
+    let rows = dir.path().join("arc.jsonl");
+    std::fs::write(&rows, arc_rows()).unwrap();
+    let task = format!("arc_easy={}", rows.display());
+    let run = |model: &str, offline: bool, samples: &str| {
+        let args = ["eval", "--model", model, "--tasks", &task, "--shots", "0"];
+        let tail = ["--log-samples", samples, "--no-registry", "--quiet"];
+        doge(dir.path(), &hub, offline, &[&args[..], &tail[..]].concat());
+        logliks(&dir.path().join(samples))
+    };
+    let local = run("model", false, "local.jsonl");
+    let online = run("owner/doge-tiny@main", false, "hub.jsonl");
+    assert_eq!(online, local);
+    let seen = hub.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r == "/owner/doge-tiny/resolve/main/model.safetensors"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|r| r.contains("pytorch_model.bin")),
+        "{seen:?}"
+    );
+    let offline = run("owner/doge-tiny", true, "offline.jsonl");
+    assert_eq!(offline, local);
+    assert_eq!(hub.requests().len(), seen.len(), "offline made no request");
+}
+
+const HUB_INIT: &str = r#"
+name "hub-init"
+seed 5
+device "cpu"
+registry "./registry"
+model {
+    init "INIT"
+}
+tokenizer "TOKENIZER"
+data {
+    source "./corpus.txt"
+    seq-len 32
+    test-examples 4
+}
+stage "pretrain" {
+    lr 1e-3
+    batch-size 2
+    max-steps 3
+    log-every 1
+    eval-every 0
+    save-every 3
+}
+"#;
+
+/// An experiment whose `model.init` and `tokenizer` are hub ids trains exactly as one pointing at
+/// a local copy of the same checkpoint: the same losses, step by step.
+#[test]
+fn an_experiment_starts_from_a_hub_checkpoint() {
+    let hub = MockHub::start(repos());
+    let dir = tempfile::tempdir().unwrap();
+    local_model(dir.path());
+    let text: String = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/corpus/persuasion.txt"),
+    )
+    .unwrap()
+    .chars()
+    .take(20_000)
+    .collect();
+    std::fs::write(dir.path().join("corpus.txt"), text).unwrap();
+    let losses = |name: &str, init: &str, tokenizer: &str| {
+        let exp = HUB_INIT
+            .replace("hub-init", name)
+            .replace("INIT", init)
+            .replace("TOKENIZER", tokenizer);
+        std::fs::write(dir.path().join(format!("{name}.kdl")), exp).unwrap();
+        doge(
+            dir.path(),
+            &hub,
+            false,
+            &["exp", "run", &format!("{name}.kdl")],
+        );
+        let conn = rusqlite::Connection::open(dir.path().join("registry/doge.sqlite")).unwrap();
+        let mut q = conn
+            .prepare(
+                "SELECT m.value FROM metrics m JOIN runs r ON r.id = m.run_id \
+                 WHERE r.experiment = ?1 AND m.name = 'loss' ORDER BY m.step",
+            )
+            .unwrap();
+        q.query_map([name], |r| r.get::<_, f64>(0))
+            .unwrap()
+            .map(|v| v.unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let local = losses("from-disk", "./model", "./model");
+    let hubbed = losses("from-hub", "owner/doge-tiny", "owner/doge-tiny");
+    assert_eq!(local.len(), 3);
+    assert_eq!(hubbed, local);
+    // The lineage names the downloaded snapshot as the run's starting weights.
+    let conn = rusqlite::Connection::open(dir.path().join("registry/doge.sqlite")).unwrap();
+    let init: String = conn
+        .query_row(
+            "SELECT a.path FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             WHERE r.experiment = 'from-hub' AND a.kind = 'init'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        init.contains("models--owner--doge-tiny/snapshots/"),
+        "{init}"
+    );
 }

@@ -10,7 +10,7 @@ use crate::checkpoint::{parse_dtype, Checkpoint, COMPANION_FILES};
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Model directory to read.
+    /// Model directory to read, or a hub id (`owner/name[@revision]`).
     #[arg(long)]
     pub model: PathBuf,
     /// Directory to write (created; must not be the input).

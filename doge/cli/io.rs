@@ -13,7 +13,8 @@ use crate::model::DogeForCausalLM;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model directory (config.json + model.safetensors), as written by doge or transformers.
+    /// Model directory (config.json + model.safetensors), as written by doge or transformers, or a
+    /// hub id (`SmallDoge/Doge-20M`, `owner/name@revision`), downloaded into the hub cache.
     #[arg(long)]
     pub model: PathBuf,
     /// `cpu` or `cuda[:N]` (needs a build with `--features cuda`).
@@ -44,6 +45,14 @@ pub fn parse_device(s: &str) -> Result<Device> {
 }
 
 impl ModelArgs {
+    /// Turns a hub id in `--model` into the cached snapshot directory (downloading it, unless
+    /// `HF_HUB_OFFLINE`); a local directory stays as it is.
+    pub fn resolve(&mut self) -> Result<()> {
+        self.model =
+            crate::data::hub::model_dir(&self.model, &crate::data::hub::HubOptions::from_env())?;
+        Ok(())
+    }
+
     pub fn dtype(&self) -> Result<DType> {
         parse_dtype(&self.dtype)
             .ok_or_else(|| anyhow!("--dtype {}: expected f32, bf16 or f16", self.dtype))

@@ -155,6 +155,124 @@ pub fn dataset_files(
         .collect()
 }
 
+/// What a checkpoint directory needs among a model repository's top-level files: config, weights
+/// (`model.safetensors`, or shards and their index), tokenizer, chat template and generation
+/// settings. Other formats (`pytorch_model.bin`, GGUF, ONNX) and sub-folders are left on the hub.
+fn checkpoint_files(files: &[String]) -> Vec<String> {
+    const NAMED: [&str; 7] = [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "model.safetensors.index.json",
+    ];
+    let mut out: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            !f.contains('/') && (NAMED.contains(&f.as_str()) || f.ends_with(".safetensors"))
+        })
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
+/// A model repository (`owner/name` at `revision`, default `main`) as a local checkpoint
+/// directory: its config, safetensors weights and tokenizer downloaded into the hub cache (or,
+/// offline, found there). The directory is the cache's snapshot folder, laid out as
+/// `huggingface_hub` lays it out, so transformers and doge share one download.
+pub fn model_snapshot(id: &str, revision: Option<&str>, opts: &HubOptions) -> Result<PathBuf> {
+    let repo = opts.repo(id, RepoType::Model, revision);
+    let rev = revision.unwrap_or("main");
+    let cached = || -> Option<PathBuf> {
+        let snap = snapshot_dir(&opts.cache_dir, &repo).ok()?;
+        snap.join("config.json").exists().then_some(snap)
+    };
+    if opts.offline {
+        return cached().ok_or_else(|| {
+            anyhow::anyhow!(
+                "offline (HF_HUB_OFFLINE): model `{id}` (revision {rev}) is not in the hub cache {}; download it \
+                 where there is network (`huggingface-cli download {id}`) and copy the cache here, or give a \
+                 local checkpoint directory",
+                opts.cache_dir.display()
+            )
+        });
+    }
+    let api = opts.api(true)?;
+    let api_repo = api.repo(repo.clone());
+    let info = match api_repo.info() {
+        Ok(info) => info,
+        Err(e) => {
+            // Unreachable hub, cached model: use the cache, as huggingface_hub does.
+            if let Some(snap) = cached() {
+                eprintln!(
+                    "warning: could not reach the hub for `{id}` ({e}); using the cached copy {}",
+                    snap.display()
+                );
+                return Ok(snap);
+            }
+            return Err(e).with_context(|| {
+                format!(
+                    "could not list the files of model `{id}` (revision {rev}) at {}; check the id (owner/name), \
+                     or without network set HF_HUB_OFFLINE=1 to use the hub cache {}, or give a local checkpoint directory",
+                    api_repo.url("").trim_end_matches('/'),
+                    opts.cache_dir.display()
+                )
+            });
+        }
+    };
+    let names: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let wanted = checkpoint_files(&names);
+    if !wanted.iter().any(|f| f == "config.json")
+        || !wanted.iter().any(|f| f.ends_with(".safetensors"))
+    {
+        bail!(
+            "model `{id}` (revision {rev}) has no config.json with .safetensors weights (files: {}); doge reads \
+             safetensors checkpoints: convert the weights with transformers (`save_pretrained(..., safe_serialization=True)`)",
+            names.join(", ")
+        );
+    }
+    let mut config = None;
+    for f in &wanted {
+        let path = api_repo.get(f).with_context(|| {
+            format!(
+                "could not fetch `{f}` of model `{id}` (revision {rev}); without network, set HF_HUB_OFFLINE=1 and \
+                 place the model in the hub cache {}, or give a local checkpoint directory",
+                opts.cache_dir.display()
+            )
+        })?;
+        if f == "config.json" {
+            config = Some(path);
+        }
+    }
+    let config = config.expect("config.json is among the wanted files");
+    Ok(config
+        .parent()
+        .expect("a downloaded file has a folder")
+        .to_path_buf())
+}
+
+/// A model named by a local directory, or by a hub id `owner/name[@revision]` when no such
+/// directory exists: the directory to load it from (downloading a hub model into the cache).
+pub fn model_dir(spec: &Path, opts: &HubOptions) -> Result<PathBuf> {
+    let text = spec.to_string_lossy();
+    if spec.exists() || crate::experiment::spec::is_local(&text) {
+        return Ok(spec.to_path_buf());
+    }
+    let (id, revision) = match text.split_once('@') {
+        Some((id, rev)) => (id, Some(rev)),
+        None => (text.as_ref(), None),
+    };
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        // Neither a directory nor a hub id: loading reports the missing directory.
+        return Ok(spec.to_path_buf());
+    }
+    model_snapshot(id, revision, opts)
+}
+
 /// Data files of `subset` and `split` among repository paths, sorted.
 fn pick(files: &[String], subset: Option<&str>, split: &str) -> Vec<String> {
     let mut out: Vec<String> = files
@@ -215,7 +333,34 @@ fn cached_snapshot_files(cache_dir: &Path, repo: &Repo) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::pick;
+    use super::{checkpoint_files, pick};
+
+    #[test]
+    fn picks_a_checkpoint_s_files() {
+        let files: Vec<String> = [
+            "README.md",
+            "config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+            "tokenizer.json",
+            "onnx/model.safetensors",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            checkpoint_files(&files),
+            vec![
+                "config.json",
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors",
+                "model.safetensors.index.json",
+                "tokenizer.json"
+            ]
+        );
+    }
 
     #[test]
     fn picks_subset_and_split() {

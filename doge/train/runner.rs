@@ -161,16 +161,7 @@ fn run_one(
     std::fs::write(run_dir.join("experiment.json"), &config_json)?;
     let mut registry = Registry::open(&exp.registry_dir().join("doge.sqlite"))?;
     let dev = pick_device(opts.device.as_deref().unwrap_or(&exp.device))?;
-    let cfg = exp
-        .model
-        .to_config(&exp.base_dir)
-        .map_err(|e| anyhow!("model: {e}"))?
-        .ok_or_else(|| {
-            anyhow!(
-                "model init `{}` is a hub id; download it and point `init` at the directory",
-                exp.model.init.clone().unwrap_or_default()
-            )
-        })?;
+    let cfg = model_config(exp)?;
     eprintln!("run {}-{id} in {}", exp.name, run_dir.display());
 
     let mut previous: Option<(PathBuf, String)> = None; // (final checkpoint, registry run id)
@@ -375,6 +366,37 @@ fn run_dpo_stage(
 
 /// Where a stage starts: its own `init`, else the previous stage's result, else the model's `init`,
 /// else a fresh initialisation from the experiment's seed.
+/// An `init` checkpoint: a path relative to the experiment file, or a hub id (`owner/name`,
+/// `owner/name@revision`) downloaded into the hub cache (read from it alone when offline).
+fn init_dir(exp: &Experiment, init: &str) -> Result<PathBuf> {
+    if experiment::spec::is_local(init) {
+        return Ok(exp.local_path(init));
+    }
+    let dir =
+        crate::data::hub::model_dir(Path::new(init), &crate::data::hub::HubOptions::from_env())
+            .with_context(|| format!("model init `{init}`"))?;
+    // Absolute, so that it reads as a local path wherever the experiment file is.
+    Ok(std::path::absolute(&dir)?)
+}
+
+/// The model's config: from the spec (preset, dims, or a local `init`), or from the `init`
+/// checkpoint on the hub once downloaded.
+fn model_config(exp: &Experiment) -> Result<DogeConfig> {
+    if let Some(cfg) = exp
+        .model
+        .to_config(&exp.base_dir)
+        .map_err(|e| anyhow!("model: {e}"))?
+    {
+        return Ok(cfg);
+    }
+    let init = exp.model.init.as_deref().unwrap_or_default();
+    let mut spec = exp.model.clone();
+    spec.init = Some(init_dir(exp, init)?.display().to_string());
+    spec.to_config(&exp.base_dir)
+        .map_err(|e| anyhow!("model: {e}"))?
+        .ok_or_else(|| anyhow!("model init `{init}`: no config"))
+}
+
 fn initial_weights(
     exp: &Experiment,
     stage: &Stage,
@@ -382,17 +404,10 @@ fn initial_weights(
     previous: Option<&Path>,
     dev: &Device,
 ) -> Result<(Checkpoint, Option<PathBuf>)> {
-    let local = |p: &str| -> Result<PathBuf> {
-        if experiment::spec::is_local(p) {
-            Ok(exp.local_path(p))
-        } else {
-            bail!("init `{p}` is a hub id; download it and point `init` at the directory")
-        }
-    };
     let source = match (&stage.init, previous, &exp.model.init) {
-        (Some(p), _, _) => Some(local(p)?),
+        (Some(p), _, _) => Some(init_dir(exp, p)?),
         (None, Some(prev), _) => Some(prev.to_path_buf()),
-        (None, None, Some(p)) => Some(local(p)?),
+        (None, None, Some(p)) => Some(init_dir(exp, p)?),
         (None, None, None) => None,
     };
     match source {
