@@ -215,9 +215,8 @@ pub fn model_snapshot(id: &str, revision: Option<&str>, opts: &HubOptions) -> Re
             }
             return Err(e).with_context(|| {
                 format!(
-                    "could not list the files of model `{id}` (revision {rev}) at {}; check the id (owner/name), \
+                    "could not list the files of model `{id}` (revision {rev}); check the id (owner/name), \
                      or without network set HF_HUB_OFFLINE=1 to use the hub cache {}, or give a local checkpoint directory",
-                    api_repo.url("").trim_end_matches('/'),
                     opts.cache_dir.display()
                 )
             });
