@@ -7,10 +7,10 @@
 //! (the composed path gives them exactly zero probability too: their logit is f32::MIN).
 //! Backward, with z = p∘(g − Σ_k g·p): d scores = scale·z and d bias[key] = Σ over rows of z.
 
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{cpu_slice, with_slice, Real};
+use super::{cpu_slice, cpu_tensor_like, per_float, per_float_storage, with_slice, Real};
 
 /// Shapes of one call: scores and probabilities are [b, kv, rows, lk] where rows = groups·l (query
 /// head groups folded into the rows, query position = row % l); bias is [b, kv, lk]; keep is
@@ -147,23 +147,13 @@ impl CustomOp3 for MaskedSoftmax {
             kk,
         };
         let keep: &[u8] = cpu_slice(s3, l3)?;
-        let p = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                keep,
-                d,
-                self.scale,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                keep,
-                d,
-                self.scale,
-            )),
-            _ => bail!("dma softmax: f32 or f64 expected"),
-        };
+        let p = per_float_storage!(s1, "dma softmax", T => forward::<T>(
+            cpu_slice(s1, l1)?,
+            cpu_slice(s2, l2)?,
+            keep,
+            d,
+            self.scale,
+        ));
         Ok((p, l1.shape().clone()))
     }
 
@@ -191,22 +181,10 @@ impl CustomOp3 for MaskedSoftmax {
                 with_slice::<T, _>(g, |g| Ok(backward(p, g, d, scale)))
             })
         }
-        let (ds, db) = match scores.dtype() {
-            DType::F32 => {
-                let (ds, db) = run::<f32>(p, g, d, self.scale)?;
-                (
-                    Tensor::from_vec(ds, scores.shape(), &Device::Cpu)?,
-                    Tensor::from_vec(db, bias.shape(), &Device::Cpu)?,
-                )
-            }
-            _ => {
-                let (ds, db) = run::<f64>(p, g, d, self.scale)?;
-                (
-                    Tensor::from_vec(ds, scores.shape(), &Device::Cpu)?,
-                    Tensor::from_vec(db, bias.shape(), &Device::Cpu)?,
-                )
-            }
-        };
+        let (ds, db) = per_float!(scores.dtype(), T => {
+            let (ds, db) = run::<T>(p, g, d, self.scale)?;
+            (cpu_tensor_like(ds, scores)?, cpu_tensor_like(db, bias)?)
+        });
         Ok((Some(ds), Some(db), None))
     }
 }

@@ -220,6 +220,61 @@ pub fn exp_shifted_sum<T: Real>(x: &[T], shift: T) -> T {
     acc.iter().fold(sum, |a, &v| a + v)
 }
 
+/// Evaluates `$body` with the type alias `$T` naming the float type of CPU storage `$storage` (f32
+/// or f64) and wraps the `Vec` it returns in storage of that type: the dtype switch of every op's
+/// forward, written once. Other dtypes fail with `$op` in the message.
+macro_rules! per_float_storage {
+    ($storage:expr, $op:expr, $T:ident => $body:expr) => {
+        match $storage {
+            candle_core::CpuStorage::F32(_) => {
+                type $T = f32;
+                candle_core::CpuStorage::F32($body)
+            }
+            candle_core::CpuStorage::F64(_) => {
+                type $T = f64;
+                candle_core::CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: f32 or f64 expected", $op),
+        }
+    };
+}
+pub(crate) use per_float_storage;
+
+/// Evaluates `$body` with the type alias `$T` naming f32 when `$dtype` is F32, else f64 (the
+/// backward passes, whose inputs the forward has already checked).
+macro_rules! per_float {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            candle_core::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            _ => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use per_float;
+
+/// A CPU tensor of `values` shaped like `like`.
+pub fn cpu_tensor_like<T: WithDType>(values: Vec<T>, like: &Tensor) -> Result<Tensor> {
+    Tensor::from_vec(values, like.shape(), &candle_core::Device::Cpu)
+}
+
+/// The element-wise sum of per-task partial results of length `len` (the row reductions of the
+/// weight gradients), added in task order so that the result does not depend on thread timing.
+pub fn sum_partials<T: Real>(partials: &[Vec<T>], len: usize) -> Vec<T> {
+    let mut total = vec![T::zero(); len];
+    for p in partials {
+        for (a, &b) in total.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    total
+}
+
 /// The elements of a contiguous CPU storage view.
 pub fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {

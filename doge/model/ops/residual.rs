@@ -2,10 +2,13 @@
 //! broadcast product and a sum, and in the backward a broadcast product and a row reduction).
 //! Backward: d h = g·r, d r = Σ_rows g∘h, d x = g.
 
-use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, rows_per_task, with_slice, Real};
+use super::{
+    cpu_slice, cpu_tensor_like, per_float, per_float_storage, rows_per_task, sum_partials,
+    with_slice, Real,
+};
 
 struct ScaledResidual;
 
@@ -52,13 +55,7 @@ fn backward<T: Real>(h: &[T], r: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
             dr
         })
         .collect();
-    let mut dr = vec![T::zero(); dim];
-    for p in &partial {
-        for (a, &b) in dr.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
-    (dh, dr)
+    (dh, sum_partials(&partial, dim))
 }
 
 impl CustomOp3 for ScaledResidual {
@@ -84,19 +81,11 @@ impl CustomOp3 for ScaledResidual {
                 l3.shape()
             );
         }
-        let y = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                cpu_slice(s3, l3)?,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                cpu_slice(s3, l3)?,
-            )),
-            _ => bail!("residual: f32 or f64 expected"),
-        };
+        let y = per_float_storage!(s1, "residual", T => forward::<T>(
+            cpu_slice(s1, l1)?,
+            cpu_slice(s2, l2)?,
+            cpu_slice(s3, l3)?,
+        ));
         Ok((y, l1.shape().clone()))
     }
 
@@ -112,15 +101,9 @@ impl CustomOp3 for ScaledResidual {
             let (dh, dr) = with_slice::<T, _>(h, |h| {
                 with_slice::<T, _>(r, |r| with_slice::<T, _>(g, |g| Ok(backward(h, r, g))))
             })?;
-            Ok((
-                Tensor::from_vec(dh, h.shape(), &Device::Cpu)?,
-                Tensor::from_vec(dr, r.shape(), &Device::Cpu)?,
-            ))
+            Ok((cpu_tensor_like(dh, h)?, cpu_tensor_like(dr, r)?))
         }
-        let (dh, dr) = match h.dtype() {
-            candle_core::DType::F32 => run::<f32>(h, r, g)?,
-            _ => run::<f64>(h, r, g)?,
-        };
+        let (dh, dr) = per_float!(h.dtype(), T => run::<T>(h, r, g)?);
         Ok((Some(dh), Some(dr), Some(g.clone())))
     }
 }

@@ -3,10 +3,13 @@
 //! Composed, the forward is six ops with five intermediate tensors, and the backward twice that.
 //! Backward: with r = 1/rms, dx = r·(g∘w) − x·r³·mean(g∘w∘x) and dw = Σ_rows g∘x·r.
 
-use candle_core::{bail, CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{cpu_slice, rows_per_task, with_slice, Real};
+use super::{
+    cpu_slice, cpu_tensor_like, per_float, per_float_storage, rows_per_task, sum_partials,
+    with_slice, Real,
+};
 
 struct RmsNorm {
     eps: f64,
@@ -67,13 +70,7 @@ fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
             dw
         })
         .collect();
-    let mut dw = vec![T::zero(); dim];
-    for p in &partial_dw {
-        for (a, &b) in dw.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
-    (dx, dw)
+    (dx, sum_partials(&partial_dw, dim))
 }
 
 impl CustomOp2 for RmsNorm {
@@ -92,19 +89,11 @@ impl CustomOp2 for RmsNorm {
         if l1.shape().dims().last() != Some(&dim) {
             bail!("rms_norm: input {:?} vs weight of {dim}", l1.shape());
         }
-        let y = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                self.eps,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                self.eps,
-            )),
-            _ => bail!("rms_norm: f32 or f64 expected"),
-        };
+        let y = per_float_storage!(s1, "rms_norm", T => forward::<T>(
+            cpu_slice(s1, l1)?,
+            cpu_slice(s2, l2)?,
+            self.eps,
+        ));
         Ok((y, l1.shape().clone()))
     }
 
@@ -119,15 +108,9 @@ impl CustomOp2 for RmsNorm {
             let (dx, dw) = with_slice::<T, _>(x, |x| {
                 with_slice::<T, _>(w, |w| with_slice::<T, _>(g, |g| Ok(backward(x, w, g, eps))))
             })?;
-            Ok((
-                Tensor::from_vec(dx, x.shape(), &Device::Cpu)?,
-                Tensor::from_vec(dw, w.shape(), &Device::Cpu)?,
-            ))
+            Ok((cpu_tensor_like(dx, x)?, cpu_tensor_like(dw, w)?))
         }
-        let (dx, dw) = match x.dtype() {
-            candle_core::DType::F32 => run::<f32>(x, w, g, self.eps)?,
-            _ => run::<f64>(x, w, g, self.eps)?,
-        };
+        let (dx, dw) = per_float!(x.dtype(), T => run::<T>(x, w, g, self.eps)?);
         Ok((Some(dx), Some(dw)))
     }
 }

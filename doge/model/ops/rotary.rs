@@ -7,7 +7,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{cpu_slice, rows_per_task, with_slice, Real};
+use super::{cpu_slice, per_float_storage, rows_per_task, with_slice, Real};
 
 struct Rotary {
     cos: Tensor,
@@ -68,19 +68,9 @@ impl CustomOp1 for Rotary {
             bail!("rotary: input {:?} vs tables [{len}, {hd}]", l.shape());
         }
         let t = self.transposed;
-        let y = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(with_slice::<f32, _>(&self.cos, |c| {
-                with_slice::<f32, _>(&self.sin, |sn| {
-                    Ok(rotate(cpu_slice(s, l)?, c, sn, len, hd, t))
-                })
-            })?),
-            CpuStorage::F64(_) => CpuStorage::F64(with_slice::<f64, _>(&self.cos, |c| {
-                with_slice::<f64, _>(&self.sin, |sn| {
-                    Ok(rotate(cpu_slice(s, l)?, c, sn, len, hd, t))
-                })
-            })?),
-            _ => bail!("rotary: f32 or f64 expected"),
-        };
+        let y = per_float_storage!(s, "rotary", T => with_slice::<T, _>(&self.cos, |c| {
+            with_slice::<T, _>(&self.sin, |sn| Ok(rotate(cpu_slice(s, l)?, c, sn, len, hd, t)))
+        })?);
         Ok((y, l.shape().clone()))
     }
 

@@ -2,10 +2,12 @@
 //! backward the silu derivative from four more ops). With σ = sigmoid(a):
 //! d a = g·b·σ·(1 + a·(1 − σ)), d b = g·a·σ.
 
-use candle_core::{bail, CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, with_slice, Real, PAR_MIN_ELEMS};
+use super::{
+    cpu_slice, cpu_tensor_like, per_float, per_float_storage, with_slice, Real, PAR_MIN_ELEMS,
+};
 
 const CHUNK: usize = 1 << 13;
 
@@ -71,15 +73,9 @@ impl CustomOp2 for SwiGlu {
         if l1.shape() != l2.shape() {
             bail!("swiglu: gate {:?} vs up {:?}", l1.shape(), l2.shape());
         }
-        let y = match s1 {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(forward::<f32>(cpu_slice(s1, l1)?, cpu_slice(s2, l2)?))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(forward::<f64>(cpu_slice(s1, l1)?, cpu_slice(s2, l2)?))
-            }
-            _ => bail!("swiglu: f32 or f64 expected"),
-        };
+        let y = per_float_storage!(s1, "swiglu", T => {
+            forward::<T>(cpu_slice(s1, l1)?, cpu_slice(s2, l2)?)
+        });
         Ok((y, l1.shape().clone()))
     }
 
@@ -94,15 +90,9 @@ impl CustomOp2 for SwiGlu {
             let (da, db) = with_slice::<T, _>(a, |a| {
                 with_slice::<T, _>(b, |b| with_slice::<T, _>(g, |g| Ok(backward(a, b, g))))
             })?;
-            Ok((
-                Tensor::from_vec(da, a.shape(), &Device::Cpu)?,
-                Tensor::from_vec(db, b.shape(), &Device::Cpu)?,
-            ))
+            Ok((cpu_tensor_like(da, a)?, cpu_tensor_like(db, b)?))
         }
-        let (da, db) = match a.dtype() {
-            candle_core::DType::F32 => run::<f32>(a, b, g)?,
-            _ => run::<f64>(a, b, g)?,
-        };
+        let (da, db) = per_float!(a.dtype(), T => run::<T>(a, b, g)?);
         Ok((Some(da), Some(db)))
     }
 }
