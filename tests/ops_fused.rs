@@ -253,15 +253,20 @@ fn linear_cross_entropy_matches_composed() {
             .collect();
         let targets = Tensor::new(targets, &Device::Cpu).unwrap();
         // The loss is a scalar: scaling it checks that the backward applies the upstream gradient.
-        check(
-            "linear cross-entropy",
-            &[hidden.clone(), weight.clone()],
-            &|t| {
-                (cross_entropy::linear_cross_entropy(&t[0], &t[1], &targets).unwrap() * 3.0)
-                    .unwrap()
-            },
-            &|t| (cross_entropy::reference(&t[0], &t[1], &targets).unwrap() * 3.0).unwrap(),
-        );
+        // Blocks of 8 rows split the 37 into five, the last partial (the default is one block).
+        for block_rows in [None, Some(8)] {
+            check(
+                &format!("linear cross-entropy, blocks of {block_rows:?} rows"),
+                &[hidden.clone(), weight.clone()],
+                &|t| {
+                    let loss = cross_entropy::blocked_linear_cross_entropy(
+                        &t[0], &t[1], &targets, block_rows,
+                    );
+                    (loss.unwrap() * 3.0).unwrap()
+                },
+                &|t| (cross_entropy::reference(&t[0], &t[1], &targets).unwrap() * 3.0).unwrap(),
+            );
+        }
         // Without tracked inputs no gradient is computed, and the loss is the same.
         let plain = cross_entropy::linear_cross_entropy(&hidden, &weight, &targets).unwrap();
         let reference = cross_entropy::reference(&hidden, &weight, &targets).unwrap();
