@@ -6,7 +6,7 @@
 use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, cpu_slice_mut, with_slice, Real, PAR_MIN_ELEMS};
+use super::{cpu_slice, cpu_slice_mut, per_float, with_slice, Real, PAR_MIN_ELEMS};
 
 /// The scalars of one AdamW update of one tensor.
 #[derive(Debug, Clone, Copy)]
@@ -194,9 +194,5 @@ pub fn sum_of_squares(g: &Tensor) -> Result<f64> {
             .collect();
         parts.iter().sum()
     }
-    match g.dtype() {
-        candle_core::DType::F32 => with_slice::<f32, _>(g, |x| Ok(sum(x))),
-        candle_core::DType::F64 => with_slice::<f64, _>(g, |x| Ok(sum(x))),
-        d => bail!("sum_of_squares: f32 or f64 expected, found {d:?}"),
-    }
+    per_float!(g.dtype(), "sum_of_squares", T => with_slice::<T, _>(g, |x| Ok(sum(x))))
 }

@@ -181,7 +181,7 @@ impl CustomOp3 for MaskedSoftmax {
                 with_slice::<T, _>(g, |g| Ok(backward(p, g, d, scale)))
             })
         }
-        let (ds, db) = per_float!(scores.dtype(), T => {
+        let (ds, db) = per_float!(scores.dtype(), "dma softmax", T => {
             let (ds, db) = run::<T>(p, g, d, self.scale)?;
             (cpu_tensor_like(ds, scores)?, cpu_tensor_like(db, bias)?)
         });

@@ -9,7 +9,7 @@
 use candle_core::{bail, DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{with_simd, with_slice, Real, SimdKernel, PAR_MIN_ELEMS};
+use super::{per_float, with_simd, with_slice, Real, SimdKernel, PAR_MIN_ELEMS};
 
 /// Query rows (over all heads of a batch row) up to which the model takes this path.
 pub const MAX_ROWS: usize = 16;
@@ -174,18 +174,9 @@ pub fn attend(
             })
         })
     }
-    let out = match q.dtype() {
-        DType::F32 => {
-            let y = go::<f32>([q, k, v, bias], &keep, d, scale)?;
-            Tensor::from_vec(y, (b, kv, rows, hd), &Device::Cpu)?
-        }
-        DType::F64 => {
-            let y = go::<f64>([q, k, v, bias], &keep, d, scale)?;
-            Tensor::from_vec(y, (b, kv, rows, hd), &Device::Cpu)?
-        }
-        dt => bail!("decode attention: f32 or f64 expected, found {dt:?}"),
-    };
-    Ok(out)
+    per_float!(q.dtype(), "decode attention", T => {
+        Tensor::from_vec(go::<T>([q, k, v, bias], &keep, d, scale)?, (b, kv, rows, hd), &Device::Cpu)
+    })
 }
 
 /// The composed reference: masked softmax of the scaled scores plus bias, times the values.

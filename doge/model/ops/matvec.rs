@@ -5,10 +5,10 @@
 //! single row costs more than the product itself (perf: 42% of a generation run in gemm's packing).
 //! No gradient: used only when nothing is tracked.
 
-use candle_core::{bail, DType, Device, Result, Tensor};
+use candle_core::{bail, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{with_simd, Real, SimdKernel};
+use super::{per_float, with_simd, with_slice, Real, SimdKernel};
 
 /// Rows of W per task.
 const ROWS_PER_TASK: usize = 512;
@@ -85,22 +85,10 @@ pub fn linear_rows(h: &Tensor, weight: &Tensor) -> Result<Tensor> {
     if d != d2 {
         bail!("matvec: hidden [{n}, {d}] vs weight [{v}, {d2}]");
     }
-    let y = match h.dtype() {
-        DType::F32 => {
-            let y = super::with_slice::<f32, _>(weight, |w| {
-                super::with_slice::<f32, _>(h, |hs| Ok(run(w, hs, d, v)))
-            })?;
-            Tensor::from_vec(y, (n, v), &Device::Cpu)?
-        }
-        DType::F64 => {
-            let y = super::with_slice::<f64, _>(weight, |w| {
-                super::with_slice::<f64, _>(h, |hs| Ok(run(w, hs, d, v)))
-            })?;
-            Tensor::from_vec(y, (n, v), &Device::Cpu)?
-        }
-        dt => bail!("matvec: f32 or f64 expected, found {dt:?}"),
-    };
-    Ok(y)
+    per_float!(h.dtype(), "matvec", T => {
+        let y = with_slice::<T, _>(weight, |w| with_slice::<T, _>(h, |hs| Ok(run(w, hs, d, v))))?;
+        Tensor::from_vec(y, (n, v), &Device::Cpu)
+    })
 }
 
 /// The composed reference.

@@ -240,19 +240,21 @@ macro_rules! per_float_storage {
 }
 pub(crate) use per_float_storage;
 
-/// Evaluates `$body` with the type alias `$T` naming f32 when `$dtype` is F32, else f64 (the
-/// backward passes, whose inputs the forward has already checked).
+/// Evaluates `$body` with the type alias `$T` naming f32 or f64 after `$dtype`; other dtypes fail
+/// with `$op` in the message. The dtype switch of the backward passes and of the ops that return
+/// tensors, written once.
 macro_rules! per_float {
-    ($dtype:expr, $T:ident => $body:expr) => {
+    ($dtype:expr, $op:expr, $T:ident => $body:expr) => {
         match $dtype {
             candle_core::DType::F32 => {
                 type $T = f32;
                 $body
             }
-            _ => {
+            candle_core::DType::F64 => {
                 type $T = f64;
                 $body
             }
+            dt => candle_core::bail!("{}: f32 or f64 expected, found {dt:?}", $op),
         }
     };
 }

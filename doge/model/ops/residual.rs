@@ -103,7 +103,7 @@ impl CustomOp3 for ScaledResidual {
             })?;
             Ok((cpu_tensor_like(dh, h)?, cpu_tensor_like(dr, r)?))
         }
-        let (dh, dr) = per_float!(h.dtype(), T => run::<T>(h, r, g)?);
+        let (dh, dr) = per_float!(h.dtype(), "residual", T => run::<T>(h, r, g)?);
         Ok((Some(dh), Some(dr), Some(g.clone())))
     }
 }

@@ -110,7 +110,7 @@ impl CustomOp2 for RmsNorm {
             })?;
             Ok((cpu_tensor_like(dx, x)?, cpu_tensor_like(dw, w)?))
         }
-        let (dx, dw) = per_float!(x.dtype(), T => run::<T>(x, w, g, self.eps)?);
+        let (dx, dw) = per_float!(x.dtype(), "rms_norm", T => run::<T>(x, w, g, self.eps)?);
         Ok((Some(dx), Some(dw)))
     }
 }

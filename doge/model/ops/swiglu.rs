@@ -92,7 +92,7 @@ impl CustomOp2 for SwiGlu {
             })?;
             Ok((cpu_tensor_like(da, a)?, cpu_tensor_like(db, b)?))
         }
-        let (da, db) = per_float!(a.dtype(), T => run::<T>(a, b, g)?);
+        let (da, db) = per_float!(a.dtype(), "swiglu", T => run::<T>(a, b, g)?);
         Ok((Some(da), Some(db)))
     }
 }
