@@ -278,7 +278,12 @@ impl Registry {
     /// Appends metric rows (step, name, value) in one transaction, and beats the heart.
     pub fn log_metrics(&mut self, id: &str, rows: &[(u64, &str, f64)]) -> Result<()> {
         let t = now();
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE takes the write lock at BEGIN, where the busy timeout applies. A deferred
+        // transaction in WAL mode can find its read snapshot stale when it upgrades to write and
+        // then fails at once with "database is locked" (seen with 8 writers on a loaded machine).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO metrics (run_id, step, name, value, time) VALUES (?1, ?2, ?3, ?4, ?5)",
