@@ -1,5 +1,8 @@
 //! Hugging Face checkpoints: a directory with `config.json` and `model.safetensors` (or shards listed
-//! in `model.safetensors.index.json`), read and written in transformers' `DogeForCausalLM` layout.
+//! in `model.safetensors.index.json`), read and written in the layout they came in: transformers'
+//! `DogeForCausalLM` (variant A), the SmallDoge hub repos' remote code (B, with its
+//! `configuration_doge.py` / `modeling_doge.py` carried along), or small-doge's training-era names
+//! (C). The layout is read from the tensors (spec 10.1) and kept in the config.
 //!
 //! Every tensor is checked against what the config implies before any is used, so a wrong checkpoint
 //! is an error that names the tensor, never a panic deep in the forward pass.
@@ -12,8 +15,8 @@ use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::model::params::{param_specs, Init};
-use crate::model::{DogeConfig, DogeForCausalLM};
+use crate::model::params::{param_specs, stored_name, Init};
+use crate::model::{DogeConfig, DogeForCausalLM, Layout};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -70,11 +73,11 @@ pub enum CheckpointError {
         count: usize,
         first: String,
     },
-    #[error("{dir}: this is the {layout} layout, which doge does not load; {advice}")]
+    #[error("{dir}: tensor `{name}`: {why}; doge does not load this checkpoint")]
     Layout {
         dir: PathBuf,
-        layout: &'static str,
-        advice: &'static str,
+        name: String,
+        why: String,
     },
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
@@ -87,11 +90,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
-/// A model's config and its tensors by checkpoint name (`lm_head.weight` only when untied).
+/// A model's config and its tensors by name in the model (`lm_head.weight` only when untied).
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub config: DogeConfig,
     pub tensors: BTreeMap<String, Tensor>,
+    /// The Python files config.json's `auto_map` names (a SmallDoge hub repo's remote code), by
+    /// file name: written beside every save, so each checkpoint loads with `trust_remote_code` as
+    /// the original did.
+    pub remote_code: BTreeMap<String, Vec<u8>>,
 }
 
 impl Checkpoint {
@@ -140,42 +147,31 @@ impl Checkpoint {
         Ok(Self {
             config: config.clone(),
             tensors,
+            remote_code: BTreeMap::new(),
         })
     }
 
     /// Reads a Hugging Face Doge directory, converting every tensor to `dtype` on `dev`.
     pub fn load(dir: &Path, dtype: DType, dev: &Device) -> Result<Self, CheckpointError> {
-        let config = read_config(dir)?;
-        let files = weight_files(dir)?;
-        // SAFETY: the files are mapped read-only; doge never writes to a checkpoint while reading it.
-        let st =
-            unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
-                CheckpointError::Safetensors {
-                    path: files.first().cloned().unwrap_or_default(),
-                    msg: e.to_string(),
-                }
-            })?;
-        let stored: BTreeMap<String, (Vec<usize>, safetensors::Dtype)> = st
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| (name, (view.shape().to_vec(), view.dtype())))
-            .collect();
-        detect_foreign_layout(dir, &config, &stored)?;
+        let (st, stored) = open_weights(dir)?;
+        let config = config_for(dir, &stored)?;
 
         let specs = param_specs(&config);
         let mut tensors = BTreeMap::new();
+        let mut used = std::collections::BTreeSet::new();
         for spec in &specs {
-            let Some((shape, st_dtype)) = stored.get(&spec.name) else {
+            let name = stored_name(config.layout, &spec.name);
+            let Some((shape, st_dtype)) = stored.get(&name) else {
                 return Err(CheckpointError::Missing {
                     dir: dir.to_path_buf(),
-                    name: spec.name.clone(),
+                    name,
                     hint: missing_hint(&spec.name, &config),
                 });
             };
             if *shape != spec.shape {
                 return Err(CheckpointError::Shape {
                     dir: dir.to_path_buf(),
-                    name: spec.name.clone(),
+                    name,
                     expected: spec.shape.clone(),
                     found: shape.clone(),
                     hint: shape_hint(&spec.name, &config),
@@ -190,16 +186,17 @@ impl Checkpoint {
             ) {
                 return Err(CheckpointError::Dtype {
                     dir: dir.to_path_buf(),
-                    name: spec.name.clone(),
+                    name,
                     dtype: format!("{st_dtype:?}"),
                 });
             }
-            let t = st.load(&spec.name, dev)?.to_dtype(dtype)?;
+            let t = st.load(&name, dev)?.to_dtype(dtype)?;
             tensors.insert(spec.name.clone(), t);
+            used.insert(name);
         }
         // A tied model's file may still carry the alias; transformers ignores it, so does doge.
         let used = |name: &str| {
-            tensors.contains_key(name) || (config.tie_word_embeddings && name == "lm_head.weight")
+            used.contains(name) || (config.tie_word_embeddings && name == "lm_head.weight")
         };
         let unexpected: Vec<&String> = stored.keys().filter(|k| !used(k)).collect();
         if let Some(first) = unexpected.first() {
@@ -209,17 +206,31 @@ impl Checkpoint {
                 first: first.to_string(),
             });
         }
-        Ok(Self { config, tensors })
+        let remote_code = read_remote_code(dir, &config)?;
+        Ok(Self {
+            config,
+            tensors,
+            remote_code,
+        })
     }
 
-    /// Writes `config.json` and `model.safetensors` in transformers' layout, tensors cast to `dtype`.
-    /// Each file is written under a temporary name and renamed, so a crash leaves no half file.
+    /// Writes `config.json` and `model.safetensors` in the checkpoint's layout (and its remote
+    /// code, if any), tensors cast to `dtype`. Each file is written under a temporary name and
+    /// renamed, so a crash leaves no half file.
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<(), CheckpointError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut config = self.config.clone();
         config.dtype = dtype_name(dtype).to_string();
         let mut config_json = config.to_json();
-        config_json["transformers_version"] = serde_json::json!("5.24.0");
+        // The version whose classes read the file: transformers' own, or the one the remote code
+        // was written against.
+        config_json["transformers_version"] = serde_json::json!(match config.layout {
+            Layout::Transformers => "5.24.0",
+            Layout::SmallDoge | Layout::SmallDogeTrainingEra => config
+                .transformers_version
+                .as_deref()
+                .unwrap_or(REMOTE_CODE_TRANSFORMERS),
+        });
         let text =
             serde_json::to_string_pretty(&config_json).expect("a JSON value serialises") + "\n";
         write_atomically(&dir.join(CONFIG_FILE), |p| std::fs::write(p, &text))?;
@@ -234,7 +245,10 @@ impl Checkpoint {
                     name: spec.name.clone(),
                     hint: String::new(),
                 })?;
-            out.push((spec.name, t.to_dtype(dtype)?.contiguous()?));
+            out.push((
+                stored_name(self.config.layout, &spec.name),
+                t.to_dtype(dtype)?.contiguous()?,
+            ));
         }
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
         let weights = dir.join(WEIGHTS_FILE);
@@ -251,12 +265,77 @@ impl Checkpoint {
         if index.exists() {
             std::fs::remove_file(&index).map_err(io_err(&index))?;
         }
+        for (name, bytes) in &self.remote_code {
+            write_atomically(&dir.join(name), |p| std::fs::write(p, bytes))?;
+        }
         Ok(())
     }
 }
 
-/// Parses `dir/config.json`.
+/// The transformers release small-doge's current remote code imports from (spec 11).
+const REMOTE_CODE_TRANSFORMERS: &str = "4.56.2";
+
+type StoredTensors = BTreeMap<String, (Vec<usize>, safetensors::Dtype)>;
+
+/// Maps a checkpoint's safetensors files and lists their tensors (name, shape, dtype).
+fn open_weights(
+    dir: &Path,
+) -> Result<(candle_core::safetensors::MmapedSafetensors, StoredTensors), CheckpointError> {
+    read_config_json(dir)?; // a missing or broken config.json is the first thing to report
+    let files = weight_files(dir)?;
+    // SAFETY: the files are mapped read-only; doge never writes to a checkpoint while reading it.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
+        CheckpointError::Safetensors {
+            path: files.first().cloned().unwrap_or_default(),
+            msg: e.to_string(),
+        }
+    })?;
+    let stored = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, (view.shape().to_vec(), view.dtype())))
+        .collect();
+    Ok((st, stored))
+}
+
+/// config.json with the layout its tensors are in.
+fn config_for(dir: &Path, stored: &StoredTensors) -> Result<DogeConfig, CheckpointError> {
+    let mut config = read_config_json(dir)?;
+    config.layout = detect_layout(dir, stored)?;
+    Ok(config)
+}
+
+/// The `.py` files an `auto_map` entry ("module.Class" or "repo--module.Class") names, read from
+/// `dir`; a module that is not there is left out (transformers fetches it from the hub repo).
+fn read_remote_code(
+    dir: &Path,
+    cfg: &DogeConfig,
+) -> Result<BTreeMap<String, Vec<u8>>, CheckpointError> {
+    let mut out = BTreeMap::new();
+    let Some(map) = cfg.auto_map.as_ref().and_then(|m| m.as_object()) else {
+        return Ok(out);
+    };
+    for reference in map.values().filter_map(|v| v.as_str()) {
+        let local = reference.rsplit("--").next().unwrap_or(reference);
+        let Some((module, _class)) = local.rsplit_once('.') else {
+            continue;
+        };
+        let file = format!("{module}.py");
+        let path = dir.join(&file);
+        if !out.contains_key(&file) && path.is_file() {
+            out.insert(file, std::fs::read(&path).map_err(io_err(&path))?);
+        }
+    }
+    Ok(out)
+}
+/// Parses `dir/config.json` and reads the layout from the tensors' names and shapes.
 pub fn read_config(dir: &Path) -> Result<DogeConfig, CheckpointError> {
+    let (_, stored) = open_weights(dir)?;
+    config_for(dir, &stored)
+}
+
+/// Parses `dir/config.json` alone (the layout left at its default).
+fn read_config_json(dir: &Path) -> Result<DogeConfig, CheckpointError> {
     let path = dir.join(CONFIG_FILE);
     if !dir.is_dir() {
         return Err(CheckpointError::Config {
@@ -311,44 +390,52 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }
 
-/// Refuses the SmallDoge layouts that differ from transformers' in math, not just names (spec 0, 2.9).
-fn detect_foreign_layout(
-    dir: &Path,
-    cfg: &DogeConfig,
-    stored: &BTreeMap<String, (Vec<usize>, safetensors::Dtype)>,
-) -> Result<(), CheckpointError> {
-    let old_names = [
-        "word_embed",
-        "pre_residual",
-        "feed_forward",
-        "final_layernorm",
-        "pre_layernorm",
-    ];
-    if stored
+/// Which layout a checkpoint's tensors are in (spec 10.1): training-era names mean C, q/k norms
+/// mean A, attention without them means B. Refuses what none of them computes, naming the tensor.
+fn detect_layout(dir: &Path, stored: &StoredTensors) -> Result<Layout, CheckpointError> {
+    let refuse = |name: &str, why: &str| CheckpointError::Layout {
+        dir: dir.to_path_buf(),
+        name: name.to_string(),
+        why: why.to_string(),
+    };
+    // The March-2025 CDMoE retrieved experts by query-key products and scaled both branches;
+    // the router_gate CDMoE doge computes has no counterpart for those tensors.
+    const OLD_MOE: [&str; 4] = [".queries_proj.", ".keys", ".mlp_scaling", ".moe_scaling"];
+    if let Some(name) = stored
         .keys()
-        .any(|k| old_names.iter().any(|o| k.contains(o)))
+        .find(|k| OLD_MOE.iter().any(|o| k.contains(o)))
     {
-        return Err(CheckpointError::Layout {
-            dir: dir.to_path_buf(),
-            layout: "SmallDoge training-era (variant C: `word_embed` / `pre_residual` / `feed_forward` names, no q/k norm)",
-            advice: "it computes a different function from transformers' DogeForCausalLM, so renaming keys is not enough",
-        });
+        return Err(refuse(
+            name,
+            "small-doge's March-2025 CDMoE (query-key expert retrieval, `mlp_scaling` / \
+             `moe_scaling`) computes a different function from the router_gate CDMoE; \
+             use a checkpoint saved by small-doge after its 2025-03-17 router change",
+        ));
     }
-    let has_attention = stored.keys().any(|k| k.contains("self_attn.q_proj"));
-    let has_q_norm = stored.keys().any(|k| k.contains("self_attn.q_norm"));
-    let a_per_query_head = stored
-        .get("model.layers.0.self_attn.A")
-        .map(|(s, _)| s.as_slice())
-        == Some(&[cfg.num_attention_heads][..])
-        && cfg.num_attention_heads != cfg.num_key_value_heads;
-    if has_attention && (!has_q_norm || a_per_query_head) {
-        return Err(CheckpointError::Layout {
-            dir: dir.to_path_buf(),
-            layout: "SmallDoge remote-code (variant B: no q_norm/k_norm, `A` and dt_proj per attention head)",
-            advice: "it needs trust_remote_code in transformers too; doge reads the transformers-native layout (variant A)",
+    let training_era = stored.contains_key("model.word_embed.weight")
+        || stored.keys().any(|k| {
+            [".pre_layernorm.", ".pre_residual.", ".feed_forward."]
+                .iter()
+                .any(|o| k.contains(o))
         });
-    }
-    Ok(())
+    let has_attention = stored.keys().any(|k| k.contains(".self_attn.q_proj."));
+    let has_qk_norm = stored.keys().any(|k| k.contains(".self_attn.q_norm."));
+    Ok(match (training_era, has_attention && !has_qk_norm) {
+        (true, _) if has_qk_norm => {
+            let name = stored
+                .keys()
+                .find(|k| k.contains(".self_attn.q_norm."))
+                .map(String::as_str)
+                .unwrap_or_default();
+            return Err(refuse(
+                name,
+                "training-era (variant C) names with transformers' q/k norms match no published layout",
+            ));
+        }
+        (true, _) => Layout::SmallDogeTrainingEra,
+        (false, true) => Layout::SmallDoge,
+        (false, false) => Layout::Transformers,
+    })
 }
 
 fn missing_hint(name: &str, cfg: &DogeConfig) -> String {
@@ -366,7 +453,8 @@ fn missing_hint(name: &str, cfg: &DogeConfig) -> String {
 
 fn shape_hint(name: &str, cfg: &DogeConfig) -> String {
     format!(
-        " (config.json: vocab_size {}, hidden_size {}, intermediate_size {}, num_attention_heads {}, num_key_value_heads {}{})",
+        " (layout {}; config.json: vocab_size {}, hidden_size {}, intermediate_size {}, num_attention_heads {}, num_key_value_heads {}{})",
+        cfg.layout,
         cfg.vocab_size,
         cfg.hidden_size,
         cfg.intermediate_size,

@@ -9,13 +9,33 @@ use candle_core::{DType, Device, Tensor, Var};
 use doge::checkpoint::Checkpoint;
 use doge::generate::{argmax, generate, GenerationSettings};
 use doge::model::params::{param_specs, Kind};
-use doge::model::{causal_lm_loss, DogeConfig, DogeForCausalLM};
+use doge::model::{causal_lm_loss, DogeConfig, DogeForCausalLM, Layout};
 use doge::score::score_sequences;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/doge-tiny")
+        .join("tests/fixtures")
         .join(name)
+}
+
+/// transformers' native layout (A) and small-doge's remote-code layout (B), dense and MoE, and B
+/// with grouped kv heads (H 4, Hkv 2) where the bias differs within a group.
+const CASES: [&str; 5] = [
+    "doge-tiny/dense",
+    "doge-tiny/moe",
+    "smalldoge-b/dense-b",
+    "smalldoge-b/moe-b",
+    "smalldoge-b/gqa-b",
+];
+
+/// A fixture's model; with `static_rope`, dynamic-NTK RoPE is switched off: it re-rotates only new
+/// keys past the original context, as transformers does, so there a cache is not a re-forward.
+fn model_of(name: &str, static_rope: bool) -> DogeForCausalLM {
+    let mut ckpt = Checkpoint::load(&fixture(name), DType::F32, &Device::Cpu).unwrap();
+    if static_rope {
+        ckpt.config.rope.rope_type = "default".into();
+    }
+    ckpt.model().unwrap()
 }
 
 fn last_logits(model: &DogeForCausalLM, ids: &[u32]) -> Vec<f32> {
@@ -88,11 +108,9 @@ fn cached_equals_uncached(model: &DogeForCausalLM, prompt: &[u32], steps: usize)
 
 #[test]
 fn cached_generation_equals_rescoring_past_the_keep_window() {
-    for name in ["dense", "moe"] {
-        let model = Checkpoint::load(&fixture(name), DType::F32, &Device::Cpu)
-            .unwrap()
-            .model()
-            .unwrap();
+    for name in CASES {
+        let model = model_of(name, true);
+        assert!(5 + 24 > model.config().keep_window_size);
         cached_equals_uncached(&model, &[5, 77, 190, 33, 12], 24);
     }
 }
@@ -101,32 +119,32 @@ fn cached_generation_equals_rescoring_past_the_keep_window() {
 /// recent keys) decides the window, and it must decide it the same way cached and uncached.
 #[test]
 fn cached_generation_equals_rescoring_when_all_biases_tie() {
-    let cfg = DogeConfig {
-        vocab_size: 64,
-        hidden_size: 16,
-        intermediate_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        keep_window_size: 4,
-        max_position_embeddings: 64,
-        tie_word_embeddings: true,
-        ..DogeConfig::default()
-    };
-    let model = Checkpoint::init(&cfg, 11, DType::F32, &Device::Cpu)
-        .unwrap()
-        .model()
-        .unwrap();
-    cached_equals_uncached(&model, &[3, 9, 27], 14);
+    for layout in [Layout::Transformers, Layout::SmallDoge] {
+        let cfg = DogeConfig {
+            vocab_size: 64,
+            hidden_size: 32,
+            intermediate_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            keep_window_size: 4,
+            max_position_embeddings: 64,
+            tie_word_embeddings: true,
+            layout,
+            ..DogeConfig::default()
+        };
+        let model = Checkpoint::init(&cfg, 11, DType::F32, &Device::Cpu)
+            .unwrap()
+            .model()
+            .unwrap();
+        cached_equals_uncached(&model, &[3, 9, 27], 14);
+    }
 }
 
 #[test]
 fn batch_size_changes_no_score() {
-    for name in ["dense", "moe"] {
-        let model = Checkpoint::load(&fixture(name), DType::F32, &Device::Cpu)
-            .unwrap()
-            .model()
-            .unwrap();
+    for name in CASES {
+        let model = model_of(name, false);
         let seqs: Vec<Vec<u32>> = vec![
             (0..23).map(|i| (i * 7 + 3) % 256).collect(),
             vec![4, 8],
@@ -144,7 +162,7 @@ fn batch_size_changes_no_score() {
     }
 }
 
-/// The MoE fixture in float64 with every tensor a `Var`.
+/// A fixture in float64 with every tensor a `Var`.
 fn f64_vars(name: &str) -> (DogeConfig, BTreeMap<String, Var>) {
     let ckpt = Checkpoint::load(&fixture(name), DType::F64, &Device::Cpu).unwrap();
     let vars = ckpt
@@ -159,6 +177,7 @@ fn loss_of(cfg: &DogeConfig, tensors: BTreeMap<String, Tensor>, batch: &Tensor) 
     let model = Checkpoint {
         config: cfg.clone(),
         tensors,
+        remote_code: Default::default(),
     }
     .model()
     .unwrap();
@@ -174,7 +193,7 @@ fn training_batch() -> Tensor {
 
 #[test]
 fn every_parameter_gets_a_finite_nonzero_gradient() {
-    for name in ["dense", "moe"] {
+    for name in CASES {
         let (cfg, vars) = f64_vars(name);
         let tensors = vars
             .iter()
@@ -199,13 +218,6 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
 
 #[test]
 fn gradients_match_finite_differences() {
-    let (cfg, vars) = f64_vars("moe");
-    let batch = training_batch();
-    let base: BTreeMap<String, Tensor> = vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let grads = loss_of(&cfg, base.clone(), &batch).backward().unwrap();
     let names = [
         "model.layers.0.self_attn.A",
         "model.layers.1.self_attn.dt_proj.weight",
@@ -220,26 +232,60 @@ fn gradients_match_finite_differences() {
         "model.embed_tokens.weight",
         "model.norm.weight",
     ];
+    check_finite_differences("doge-tiny/moe", &names);
+}
+
+/// The SmallDoge layout's own parameters: `A` [H] and `dt_proj` [H, Hkv·hd] (+ bias [H]), one bias
+/// row per query head, with two query heads per kv head.
+#[test]
+fn smalldoge_gradients_match_finite_differences() {
+    let names = [
+        "model.layers.0.self_attn.A",
+        "model.layers.1.self_attn.A",
+        "model.layers.0.self_attn.dt_proj.weight",
+        "model.layers.1.self_attn.dt_proj.bias",
+        "model.layers.0.self_attn.v_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.0.input_residual",
+        "lm_head.weight",
+    ];
+    check_finite_differences("smalldoge-b/gqa-b", &names);
+}
+
+fn check_finite_differences(fixture_name: &str, names: &[&str]) {
+    let (cfg, vars) = f64_vars(fixture_name);
+    let batch = training_batch();
+    let base: BTreeMap<String, Tensor> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let grads = loss_of(&cfg, base.clone(), &batch).backward().unwrap();
     let kinds: Vec<Kind> = param_specs(&cfg)
         .iter()
         .filter(|s| names.contains(&s.name.as_str()))
         .map(|s| s.kind)
         .collect();
-    for kind in [
-        Kind::DynamicA,
-        Kind::Linear,
-        Kind::Norm,
-        Kind::ExpertEmbedding,
-        Kind::Residual,
-        Kind::Embedding,
-    ] {
+    assert_eq!(kinds.len(), names.len(), "{fixture_name}: a name is not a parameter");
+    let wanted: &[Kind] = if cfg.is_moe {
+        &[
+            Kind::DynamicA,
+            Kind::Linear,
+            Kind::Norm,
+            Kind::ExpertEmbedding,
+            Kind::Residual,
+            Kind::Embedding,
+        ]
+    } else {
+        &[Kind::DynamicA, Kind::Linear, Kind::Bias, Kind::Residual]
+    };
+    for kind in wanted {
         assert!(
-            kinds.contains(&kind),
+            kinds.contains(kind),
             "no parameter of kind {kind:?} checked"
         );
     }
     let eps = 1e-5;
-    for name in names {
+    for &name in names {
         let t = &base[name];
         let g = grads
             .get(vars[name].as_tensor())
@@ -267,7 +313,7 @@ fn gradients_match_finite_differences() {
             let rel = (fd - g[i]).abs() / fd.abs().max(g[i].abs()).max(1e-12);
             assert!(
                 rel < 1e-2,
-                "{name}[{i}]: analytic {} vs finite difference {fd} (rel {rel})",
+                "{fixture_name} {name}[{i}]: analytic {} vs finite difference {fd} (rel {rel})",
                 g[i]
             );
         }

@@ -1,17 +1,19 @@
 //! doge's forward pass and greedy generation against transformers' DogeForCausalLM outputs
-//! (tests/fixtures/doge-tiny, made by transformers 5.24.0; see tests/fixtures/README.md).
+//! (tests/fixtures/doge-tiny, made by transformers 5.24.0; see tests/fixtures/README.md) and against
+//! small-doge's own remote-code model, the layout of the published SmallDoge checkpoints
+//! (tests/fixtures/smalldoge-b; see its README).
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use doge::checkpoint::Checkpoint;
 use doge::generate::{generate, GenerationSettings};
-use doge::model::{causal_lm_loss, DogeForCausalLM};
+use doge::model::{causal_lm_loss, DogeForCausalLM, Layout};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/doge-tiny")
+        .join("tests/fixtures")
         .join(name)
 }
 
@@ -86,6 +88,11 @@ fn check_scores(name: &str) {
     }
     // The fixtures are built so that the keep window (8) is exceeded.
     assert!(longest > model.config().keep_window_size);
+    let cfg = model.config();
+    if cfg.rope.rope_type == "dynamic" {
+        // ... and, with dynamic NTK RoPE, the original context too.
+        assert!(longest > cfg.max_position_embeddings, "{name}");
+    }
 }
 
 fn check_generation(name: &str) {
@@ -103,20 +110,51 @@ fn check_generation(name: &str) {
 
 #[test]
 fn dense_scores_match_transformers() {
-    check_scores("dense");
+    check_scores("doge-tiny/dense");
 }
 
 #[test]
 fn moe_scores_match_transformers() {
-    check_scores("moe");
+    check_scores("doge-tiny/moe");
 }
 
 #[test]
 fn dense_greedy_generation_matches_transformers() {
-    check_generation("dense");
+    check_generation("doge-tiny/dense");
 }
 
 #[test]
 fn moe_greedy_generation_matches_transformers() {
-    check_generation("moe");
+    check_generation("doge-tiny/moe");
+}
+
+/// The three SmallDoge remote-code cases: dense (H 2, Hkv 1), MoE, and GQA (H 4, Hkv 2) with
+/// attention biases and dynamic NTK RoPE past max_position_embeddings.
+const SMALLDOGE: [&str; 3] = [
+    "smalldoge-b/dense-b",
+    "smalldoge-b/moe-b",
+    "smalldoge-b/gqa-b",
+];
+
+#[test]
+fn smalldoge_layout_is_read_from_the_tensors() {
+    for name in SMALLDOGE {
+        let model = load(name);
+        assert_eq!(model.config().layout, Layout::SmallDoge, "{name}");
+    }
+    assert_eq!(load("doge-tiny/dense").config().layout, Layout::Transformers);
+}
+
+#[test]
+fn smalldoge_scores_match_small_doge_remote_code() {
+    for name in SMALLDOGE {
+        check_scores(name);
+    }
+}
+
+#[test]
+fn smalldoge_greedy_generation_matches_small_doge_remote_code() {
+    for name in SMALLDOGE {
+        check_generation(name);
+    }
 }

@@ -213,17 +213,21 @@ fn dma_softmax_matches_composed() {
 
 /// The no-gradient attention of a few query rows (generation steps) against the composed masked
 /// softmax and matrix products: one decode row after 37 cached keys (head dims not a multiple of
-/// the vector width), and a few rows with per-(batch, head) random keep masks.
+/// the vector width), and a few rows with per-(batch, head) random keep masks; each with a bias
+/// shared by a kv group (transformers) and one bias per query head (SmallDoge).
 #[test]
 fn few_row_attention_matches_composed() {
     for dt in DTYPES {
         for (b, kv, groups, l, past, hd) in [(1, 1, 2, 1, 37, 20), (2, 2, 3, 2, 6, 16)] {
             let lk = past + l;
-            for keep in keep_masks(b, kv, l, past) {
+            for (bias_heads, keep) in [kv, kv * groups]
+                .into_iter()
+                .flat_map(|nb| keep_masks(b, nb, l, past).map(|m| (nb, m)))
+            {
                 let q = random(&[b, kv, groups * l, hd], 21, dt);
                 let k = random(&[b, kv, lk, hd], 22, dt);
                 let v = random(&[b, kv, lk, hd], 23, dt);
-                let bias = random(&[b, kv, lk], 24, dt);
+                let bias = random(&[b, bias_heads, lk], 24, dt);
                 let scale = (hd as f64).powf(-0.5);
                 assert_close(
                     "few-row attention",
@@ -322,7 +326,7 @@ fn adamw_update_matches_composed() {
 /// Loss and every parameter's gradient of a fixture model, through `DogeForCausalLM::loss`.
 fn loss_and_grads(dir: &str, dtype: DType, fused: bool) -> (Tensor, BTreeMap<String, Tensor>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/doge-tiny")
+        .join("tests/fixtures")
         .join(dir);
     let ckpt = Checkpoint::load(&path, dtype, &Device::Cpu).unwrap();
     let vars: BTreeMap<String, Var> = ckpt
@@ -336,6 +340,7 @@ fn loss_and_grads(dir: &str, dtype: DType, fused: bool) -> (Tensor, BTreeMap<Str
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect(),
+        remote_code: Default::default(),
     }
     .model()
     .unwrap()
@@ -362,7 +367,12 @@ fn loss_and_grads(dir: &str, dtype: DType, fused: bool) -> (Tensor, BTreeMap<Str
 
 #[test]
 fn fused_model_matches_composed_model() {
-    for dir in ["dense", "moe"] {
+    for dir in [
+        "doge-tiny/dense",
+        "doge-tiny/moe",
+        "smalldoge-b/moe-b",
+        "smalldoge-b/gqa-b",
+    ] {
         for dt in DTYPES {
             let (fl, fg) = loss_and_grads(dir, dt, true);
             let (cl, cg) = loss_and_grads(dir, dt, false);

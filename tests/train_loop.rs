@@ -14,7 +14,7 @@ use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/doge-tiny")
+        .join("tests/fixtures")
         .join(name)
 }
 
@@ -73,7 +73,14 @@ fn settings(total_steps: u64, batch_size: usize, grad_accum: usize) -> StageSett
 
 #[test]
 fn the_loop_reproduces_torch_adamw_steps() {
-    for name in ["dense", "moe"] {
+    // transformers' native model, then small-doge's remote code (the published checkpoints' layout).
+    for name in [
+        "doge-tiny/dense",
+        "doge-tiny/moe",
+        "smalldoge-b/dense-b",
+        "smalldoge-b/moe-b",
+        "smalldoge-b/gqa-b",
+    ] {
         let spec: Value = serde_json::from_str(
             &std::fs::read_to_string(fixture(name).join("train.json")).unwrap(),
         )
@@ -143,7 +150,7 @@ fn resume_is_exact() {
         test: vec![],
     };
     let s = settings(8, 2, 2); // 4 rows per step over 7 rows: the data wraps mid-run
-    let start = || Checkpoint::load(&fixture("moe"), DType::F32, &Device::Cpu).unwrap();
+    let start = || Checkpoint::load(&fixture("doge-tiny/moe"), DType::F32, &Device::Cpu).unwrap();
 
     let stop = AtomicBool::new(false);
     let straight_dir = tempfile::tempdir().unwrap();

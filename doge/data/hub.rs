@@ -171,7 +171,12 @@ fn checkpoint_files(files: &[String]) -> Vec<String> {
     let mut out: Vec<String> = files
         .iter()
         .filter(|f| {
-            !f.contains('/') && (NAMED.contains(&f.as_str()) || f.ends_with(".safetensors"))
+            // `.py`: a SmallDoge repo's remote code (its config.json's `auto_map`), which doge
+            // saves back beside fine-tuned weights.
+            !f.contains('/')
+                && (NAMED.contains(&f.as_str())
+                    || f.ends_with(".safetensors")
+                    || f.ends_with(".py"))
         })
         .cloned()
         .collect();
@@ -339,12 +344,15 @@ mod tests {
         let files: Vec<String> = [
             "README.md",
             "config.json",
+            "configuration_doge.py",
             "model-00001-of-00002.safetensors",
             "model-00002-of-00002.safetensors",
             "model.safetensors.index.json",
+            "modeling_doge.py",
             "pytorch_model.bin",
             "tokenizer.json",
             "onnx/model.safetensors",
+            "scripts/convert.py",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -353,9 +361,11 @@ mod tests {
             checkpoint_files(&files),
             vec![
                 "config.json",
+                "configuration_doge.py",
                 "model-00001-of-00002.safetensors",
                 "model-00002-of-00002.safetensors",
                 "model.safetensors.index.json",
+                "modeling_doge.py",
                 "tokenizer.json"
             ]
         );

@@ -49,11 +49,9 @@ impl ModelSpec {
             if !is_local(init) {
                 return Ok(None);
             }
-            let path = base_dir.join(init).join("config.json");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| spec_err("init", format!("cannot read {}: {e}", path.display())))?;
-            DogeConfig::from_json_str(&text)
-                .map_err(|e| spec_err("init", format!("{}: {e}", path.display())))?
+            // The layout (transformers or SmallDoge) is read from the checkpoint's tensors.
+            crate::checkpoint::read_config(&base_dir.join(init))
+                .map_err(|e| spec_err("init", e.to_string()))?
         } else {
             let missing: Vec<&str> = REQUIRED_DIMS
                 .iter()

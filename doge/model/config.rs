@@ -2,7 +2,9 @@
 //!
 //! Reading accepts every spelling transformers has written (spec 1.2): `rope_theta`/`rope_scaling` or
 //! `rope_parameters`, `torch_dtype` or `dtype`, a missing `num_key_value_heads`, unknown extra keys.
-//! Writing always produces the transformers 5.x layout.
+//! Writing produces the layout the checkpoint came in: transformers 5.x keys for the native layout,
+//! the 4.x keys small-doge's remote `configuration_doge.py` reads (with its `auto_map`) for SmallDoge
+//! layouts (spec 0, 1.2).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -26,6 +28,80 @@ impl Default for RopeParameters {
             factor: None,
             original_max_position_embeddings: None,
         }
+    }
+}
+
+/// Which of the published Doge layouts a checkpoint is in (spec 0). They are one model with three
+/// switches, so one forward serves them all: whether queries and keys are RMS-normed per head, how
+/// many heads the dynamic bias has, and whether the top-k keep window applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    /// Variant A, transformers' native `DogeForCausalLM`: q/k norms, `A` and `dt_proj` per
+    /// key/value head.
+    #[default]
+    Transformers,
+    /// Variant B, the SmallDoge hub repos' remote code (`trust_remote_code`): no q/k norms, `A` and
+    /// `dt_proj` per attention (query) head, so the bias is not shared across a key/value group.
+    SmallDoge,
+    /// Variant C, small-doge's training-era code (Feb-Apr 2025): B's maths under other tensor names
+    /// (`word_embed`, `pre_residual`, `feed_forward`, ...), the bias added to the causal mask, and no
+    /// top-k window (keep_window_size only mattered with `dynamic_mask_ratio` > 0, which doge refuses).
+    SmallDogeTrainingEra,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 3] = [
+        Layout::Transformers,
+        Layout::SmallDoge,
+        Layout::SmallDogeTrainingEra,
+    ];
+
+    /// The name used in experiments, the registry and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Transformers => "transformers",
+            Layout::SmallDoge => "smalldoge",
+            Layout::SmallDogeTrainingEra => "smalldoge-training-era",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// The spec's letter for it.
+    pub fn variant(self) -> char {
+        match self {
+            Layout::Transformers => 'A',
+            Layout::SmallDoge => 'B',
+            Layout::SmallDogeTrainingEra => 'C',
+        }
+    }
+
+    /// Queries and keys go through `q_norm` / `k_norm` before RoPE.
+    pub fn has_qk_norm(self) -> bool {
+        self == Layout::Transformers
+    }
+
+    /// The dynamic bias has one row per attention head (else one per key/value head).
+    pub fn bias_per_query_head(self) -> bool {
+        self != Layout::Transformers
+    }
+
+    /// Rows that see more than keep_window_size keys keep only the largest biases.
+    pub fn has_keep_window(self) -> bool {
+        self != Layout::SmallDogeTrainingEra
+    }
+
+    /// A SmallDoge layout, read by the hub repo's own Python (`auto_map`).
+    pub fn is_remote_code(self) -> bool {
+        self != Layout::Transformers
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (variant {})", self.name(), self.variant())
     }
 }
 
@@ -64,6 +140,15 @@ pub struct DogeConfig {
     pub pad_token_id: Option<u32>,
     /// The dtype the weights were saved in ("float32", "bfloat16", ...).
     pub dtype: String,
+    /// Which published layout this model computes and is saved in; read from the checkpoint's
+    /// tensors (`checkpoint::read_config`), not from config.json, which does not say.
+    pub layout: Layout,
+    /// config.json's `auto_map` (the remote-code classes of a SmallDoge hub repo), written back
+    /// unchanged so the saved folder loads with `trust_remote_code` as the original did.
+    pub auto_map: Option<Value>,
+    /// config.json's `transformers_version`: a remote-code layout is saved with the version its
+    /// code targets.
+    pub transformers_version: Option<String>,
 }
 
 impl Default for DogeConfig {
@@ -100,6 +185,9 @@ impl Default for DogeConfig {
             eos_token_id: None,
             pad_token_id: None,
             dtype: "float32".into(),
+            layout: Layout::Transformers,
+            auto_map: None,
+            transformers_version: None,
         }
     }
 }
@@ -203,6 +291,20 @@ impl DogeConfig {
         }
         let f = Fields(obj);
         let d = DogeConfig::default();
+        // small-doge's training-era kthvalue masking drops a share of keys by rank; doge computes
+        // the top-k keep window only (spec 2.9).
+        let ratio = f.f64("dynamic_mask_ratio", 0.0)?;
+        if ratio != 0.0 {
+            return Err(field_err(
+                "dynamic_mask_ratio",
+                format!(
+                    "{ratio} masks a share of the keys by kthvalue (small-doge's training-era code), \
+                     which doge does not compute; only checkpoints with dynamic_mask_ratio 0.0 load"
+                ),
+            ));
+        }
+        // The training-era config has one `hidden_bias` for every linear layer.
+        let hidden_bias = f.bool("hidden_bias", false)?;
         let num_attention_heads = f.usize("num_attention_heads", d.num_attention_heads)?;
         let cfg = DogeConfig {
             vocab_size: f.usize("vocab_size", d.vocab_size)?,
@@ -221,9 +323,9 @@ impl DogeConfig {
             max_position_embeddings: f
                 .usize("max_position_embeddings", d.max_position_embeddings)?,
             rope: parse_rope(obj)?,
-            attention_bias: f.bool("attention_bias", d.attention_bias)?,
+            attention_bias: f.bool("attention_bias", hidden_bias)?,
             attention_dropout: f.f64("attention_dropout", d.attention_dropout)?,
-            mlp_bias: f.bool("mlp_bias", d.mlp_bias)?,
+            mlp_bias: f.bool("mlp_bias", hidden_bias)?,
             sliding_window: f.opt_usize("sliding_window")?,
             keep_window_size: f.usize("keep_window_size", d.keep_window_size)?,
             is_moe: f.bool("is_moe", d.is_moe)?,
@@ -239,6 +341,9 @@ impl DogeConfig {
                 .string("dtype")?
                 .or(f.string("torch_dtype")?)
                 .unwrap_or(d.dtype),
+            layout: Layout::Transformers,
+            auto_map: obj.get("auto_map").filter(|v| !v.is_null()).cloned(),
+            transformers_version: f.string("transformers_version")?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -304,8 +409,82 @@ impl DogeConfig {
         Ok(())
     }
 
-    /// The config.json that transformers (5.x) writes for this model.
+    /// The config.json of this model in its layout: what transformers 5.x writes for the native
+    /// layout, what small-doge's remote `configuration_doge.py` reads for the SmallDoge ones.
     pub fn to_json(&self) -> Value {
+        let mut v = match self.layout {
+            Layout::Transformers => self.transformers_json(),
+            Layout::SmallDoge => self.smalldoge_json(),
+            Layout::SmallDogeTrainingEra => self.training_era_json(),
+        };
+        if let Some(hd) = self.head_dim {
+            v["head_dim"] = json!(hd);
+        }
+        if let Some(map) = &self.auto_map {
+            v["auto_map"] = map.clone();
+        }
+        v
+    }
+
+    /// 4.x RoPE keys (`rope_theta` + `rope_scaling`), which small-doge's config class reads.
+    fn rope_scaling_json(&self) -> Value {
+        if self.rope.rope_type == "default" {
+            return Value::Null;
+        }
+        let mut rope = json!({"rope_type": self.rope.rope_type});
+        if let Some(f) = self.rope.factor {
+            rope["factor"] = json!(f);
+        }
+        if let Some(o) = self.rope.original_max_position_embeddings {
+            rope["original_max_position_embeddings"] = json!(o);
+        }
+        rope
+    }
+
+    fn smalldoge_json(&self) -> Value {
+        let mut v = self.transformers_json();
+        let obj = v.as_object_mut().expect("an object");
+        obj.remove("rope_parameters");
+        obj.insert("rope_theta".into(), json!(self.rope.rope_theta));
+        obj.insert("rope_scaling".into(), self.rope_scaling_json());
+        v
+    }
+
+    fn training_era_json(&self) -> Value {
+        json!({
+            "architectures": ["DogeForCausalLM"],
+            "model_type": "doge",
+            "attention_dropout": self.attention_dropout,
+            "bos_token_id": self.bos_token_id,
+            "dynamic_mask_ratio": 0.0,
+            "eos_token_id": self.eos_token_id,
+            "hidden_act": self.hidden_act,
+            "hidden_bias": self.attention_bias,
+            "hidden_dropout": self.hidden_dropout,
+            "hidden_size": self.hidden_size,
+            "initializer_range": self.initializer_range,
+            "intermediate_size": self.intermediate_size,
+            "is_moe": self.is_moe,
+            "keep_window_size": self.keep_window_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "num_attention_heads": self.num_attention_heads,
+            "num_experts": self.num_experts,
+            "num_experts_per_tok": self.num_experts_per_tok,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_key_value_heads": self.num_key_value_heads,
+            "pad_token_id": self.pad_token_id,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_scaling": self.rope_scaling_json(),
+            "rope_theta": self.rope.rope_theta,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "torch_dtype": self.dtype,
+            "use_cache": self.use_cache,
+            "vocab_size": self.vocab_size,
+        })
+    }
+
+    /// The config.json that transformers (5.x) writes for this model.
+    fn transformers_json(&self) -> Value {
         let mut rope =
             json!({"rope_type": self.rope.rope_type, "rope_theta": self.rope.rope_theta});
         if let Some(f) = self.rope.factor {
@@ -314,7 +493,7 @@ impl DogeConfig {
         if let Some(o) = self.rope.original_max_position_embeddings {
             rope["original_max_position_embeddings"] = json!(o);
         }
-        let mut v = json!({
+        json!({
             "architectures": ["DogeForCausalLM"],
             "model_type": "doge",
             "attention_bias": self.attention_bias,
@@ -346,11 +525,16 @@ impl DogeConfig {
             "tie_word_embeddings": self.tie_word_embeddings,
             "use_cache": self.use_cache,
             "vocab_size": self.vocab_size,
-        });
-        if let Some(hd) = self.head_dim {
-            v["head_dim"] = json!(hd);
+        })
+    }
+
+    /// Rows of the dynamic bias: one per attention head (SmallDoge layouts) or per key/value head.
+    pub fn bias_heads(&self) -> usize {
+        if self.layout.bias_per_query_head() {
+            self.num_attention_heads
+        } else {
+            self.num_key_value_heads
         }
-        v
     }
 
     /// Total parameter count (tied embeddings counted once).
@@ -365,14 +549,15 @@ impl DogeConfig {
             self.num_key_value_heads as u64,
             self.head_dim() as u64,
         );
+        let nb = self.bias_heads() as u64;
         let ab = self.attention_bias as u64;
         let mb = self.mlp_bias as u64;
         let attn = d * h * hd + h * hd * ab // q
             + 2 * (d * kv * hd + kv * hd * ab) // k, v
-            + kv * kv * hd + kv * ab // dt_proj
-            + kv // A
+            + nb * kv * hd + nb * ab // dt_proj
+            + nb // A
             + h * hd * d + d * ab // o
-            + 2 * hd; // q_norm, k_norm
+            + if self.layout.has_qk_norm() { 2 * hd } else { 0 }; // q_norm, k_norm
         let mlp = 2 * (d * ff + ff * mb) + ff * d + d * mb;
         let moe = if self.is_moe {
             2 * self.num_router_keys() as u64 * d + 2 * self.num_experts as u64 * d

@@ -1,4 +1,6 @@
-//! `DogeForCausalLM` (transformers, spec variant A) on candle.
+//! `DogeForCausalLM` on candle: transformers' native model (spec variant A) and the SmallDoge
+//! remote-code layouts (B, C), which differ in three switches the config's [`super::Layout`] carries:
+//! q/k norms, how many heads the dynamic bias has, and the top-k keep window (spec 2.9).
 //!
 //! Every op here is a composed candle op with a backward pass: candle's fused `softmax_last_dim`,
 //! `rms_norm` and `rope` have none, so a model built on them would train silently wrong.
@@ -188,7 +190,7 @@ fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<T
 }
 
 /// Keys (normed and rotated) and raw values of one layer, [B, Hkv, P, hd] each, and the dynamic
-/// bias of those keys, [B, Hkv, P].
+/// bias of those keys, [B, bias heads, P] (Hkv heads, or H in the SmallDoge layouts).
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
     pub kv: Option<(Tensor, Tensor)>,
@@ -230,10 +232,13 @@ pub struct DogeAttention {
     dt_proj: Linear,
     a: Tensor,
     o_proj: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
+    /// Absent in the SmallDoge layouts: queries and keys go to RoPE un-normed.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     num_heads: usize,
     num_kv_heads: usize,
+    /// Rows of the dynamic bias: Hkv (shared by a key/value group) or H (one per query head).
+    bias_heads: usize,
     head_dim: usize,
     keep_window_size: usize,
     sliding_window: Option<usize>,
@@ -248,20 +253,33 @@ impl DogeAttention {
             cfg.num_key_value_heads,
             cfg.head_dim(),
         );
-        let bias = cfg.attention_bias;
+        let (bias, nb) = (cfg.attention_bias, cfg.bias_heads());
+        let norm = |name: &str| -> Result<Option<RmsNorm>> {
+            cfg.layout
+                .has_qk_norm()
+                .then(|| RmsNorm::load(hd, cfg.rms_norm_eps, vb.pp(name)))
+                .transpose()
+        };
         Ok(Self {
             q_proj: linear(d, h * hd, bias, vb.pp("q_proj"))?,
             k_proj: linear(d, kv * hd, bias, vb.pp("k_proj"))?,
             v_proj: linear(d, kv * hd, bias, vb.pp("v_proj"))?,
-            dt_proj: linear(kv * hd, kv, bias, vb.pp("dt_proj"))?,
-            a: vb.get(kv, "A")?,
+            dt_proj: linear(kv * hd, nb, bias, vb.pp("dt_proj"))?,
+            a: vb.get(nb, "A")?,
             o_proj: linear(h * hd, d, bias, vb.pp("o_proj"))?,
-            q_norm: RmsNorm::load(hd, cfg.rms_norm_eps, vb.pp("q_norm"))?,
-            k_norm: RmsNorm::load(hd, cfg.rms_norm_eps, vb.pp("k_norm"))?,
+            q_norm: norm("q_norm")?,
+            k_norm: norm("k_norm")?,
             num_heads: h,
             num_kv_heads: kv,
+            bias_heads: nb,
             head_dim: hd,
-            keep_window_size: cfg.keep_window_size,
+            // The training-era code kept every causal key (its window only applied with
+            // dynamic_mask_ratio > 0, which the config refuses).
+            keep_window_size: if cfg.layout.has_keep_window() {
+                cfg.keep_window_size
+            } else {
+                usize::MAX
+            },
             sliding_window: cfg.sliding_window,
             fused: ops::fused_by_default(),
         })
@@ -269,18 +287,20 @@ impl DogeAttention {
 
     fn set_fused(&mut self, fused: bool) {
         self.fused = fused;
-        self.q_norm.fused = fused;
-        self.k_norm.fused = fused;
+        for norm in [&mut self.q_norm, &mut self.k_norm].into_iter().flatten() {
+            norm.fused = fused;
+        }
     }
 
     /// The dynamic bias exp(A * softplus(dt_proj(v))) of keys whose values are `v` [B, Hkv, P, hd]:
-    /// [B, Hkv, P]. With a cache (generation), without gradient, on the fused CPU path, each key's
+    /// [B, bias heads, P]. With a cache (generation), without gradient, on the fused CPU path, each key's
     /// projection is its own fixed-order dot product (`matvec`), so a key's bias is bit-identical
     /// however many keys are projected together and the cache can keep it. Without a cache the
     /// projection is the matrix product training uses, so a no-gradient pass (DPO's reference
     /// log-probs, scoring) gives bit for bit what the training pass gives.
     fn dynamic_bias(&self, v: &Tensor, cached: bool) -> Result<(Tensor, bool)> {
         let (b, kv, p, hd) = v.dims4()?;
+        let nb = self.bias_heads;
         let v_rows = v.transpose(1, 2)?.reshape((b, p, kv * hd))?;
         let w = self.dt_proj.weight();
         let row_exact = cached && self.fused && fusable(v) && !v.track_op() && !w.track_op();
@@ -290,7 +310,7 @@ impl DogeAttention {
                 Some(bias) => y.broadcast_add(bias)?,
                 None => y,
             };
-            y.reshape((b, p, kv))?
+            y.reshape((b, p, nb))?
         } else {
             self.dt_proj.forward(&v_rows)?
         };
@@ -341,14 +361,14 @@ impl DogeAttention {
         let groups = h / kv;
 
         let heads = |t: Tensor, n: usize| t.reshape((b, l, n, hd));
-        let q = self
-            .q_norm
-            .forward(&heads(project(&self.q_proj, x, self.fused)?, h)?)?
+        let normed = |t: Tensor, norm: &Option<RmsNorm>| match norm {
+            Some(norm) => norm.forward(&t),
+            None => Ok(t),
+        };
+        let q = normed(heads(project(&self.q_proj, x, self.fused)?, h)?, &self.q_norm)?
             .transpose(1, 2)?
             .contiguous()?;
-        let k = self
-            .k_norm
-            .forward(&heads(project(&self.k_proj, x, self.fused)?, kv)?)?
+        let k = normed(heads(project(&self.k_proj, x, self.fused)?, kv)?, &self.k_norm)?
             .transpose(1, 2)?
             .contiguous()?;
         let v = heads(project(&self.v_proj, x, self.fused)?, kv)?
@@ -379,7 +399,9 @@ impl DogeAttention {
             }
         };
         let lk = past + l;
-        let bias = self.cached_bias(&v, l, cache_bias)?; // [B, Hkv, Lk]
+        let bias = self.cached_bias(&v, l, cache_bias)?; // [B, nb, Lk]
+        // Query heads per bias row: the whole key/value group (transformers) or one (SmallDoge).
+        let (nb, per_bias) = (self.bias_heads, h / self.bias_heads);
 
         // Which keys each query row keeps: causal (and sliding window), then the top keep_window_size
         // biases when the row sees more keys than that.
@@ -390,7 +412,7 @@ impl DogeAttention {
             keep_window_size: self.keep_window_size,
             sliding_window: self.sliding_window,
             documents,
-        })?; // u8 [B or 1, Hkv or 1, L, Lk]
+        })?; // u8 [B or 1, nb or 1, L, Lk]
         let scaling = (hd as f64).powf(-0.5);
         if self.fused && fusable(&q) {
             // Generation steps only: an uncached pass keeps the training path's numbers (see
@@ -408,15 +430,18 @@ impl DogeAttention {
                     .reshape((b, l, h * hd))?;
                 return project(&self.o_proj, &out, self.fused);
             }
-            let scores = autocast::matmul(&q.reshape((b, kv, groups * l, hd))?, &k.t()?)?;
-            let probs = ops::attention::masked_softmax(&scores, &bias, &keep, scaling)?;
+            // [B, Hkv, G·L, Lk] scores are [B, nb, (H/nb)·L, Lk] rows of the same memory.
+            let scores = autocast::matmul(&q.reshape((b, kv, groups * l, hd))?, &k.t()?)?
+                .reshape((b, nb, per_bias * l, lk))?;
+            let probs = ops::attention::masked_softmax(&scores, &bias, &keep, scaling)?
+                .reshape((b, kv, groups * l, lk))?;
             let out = autocast::matmul(&probs, &v)?
                 .reshape((b, h, l, hd))?
                 .transpose(1, 2)?
                 .reshape((b, l, h * hd))?;
             return project(&self.o_proj, &out, self.fused);
         }
-        let shape = (b, kv, l, lk);
+        let shape = (b, nb, l, lk);
         let keep = keep.broadcast_as(shape)?;
         let min = Tensor::new(MASK_VALUE, x.device())?
             .to_dtype(x.dtype())?
@@ -428,13 +453,21 @@ impl DogeAttention {
         // DOGE_CUDA_ATTENTION=fused until a GPU run shows it beats cuBLAS's (bf16) products.
         #[cfg(feature = "cuda")]
         if self.fused && crate::cuda::fusable(&q) {
-            let tracking = [&q, &k, &v, &mask].iter().any(|t| t.track_op());
+            // The kernels index the mask by key/value head; a bias per query head needs the keys
+            // and values repeated to one head each (a differentiable broadcast).
+            let (k, v) = if nb == kv {
+                (k.clone(), v.clone())
+            } else {
+                (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?)
+            };
+            let (k, v) = (&k, &v);
+            let tracking = [&q, k, v, &mask].iter().any(|t| t.track_op());
             let out = if !tracking && autocast::matmul_dtype().is_none() {
                 Some(crate::cuda::ops::dma_attention_forward(
-                    &q, &k, &v, &mask, scaling,
+                    &q, k, v, &mask, scaling,
                 )?)
             } else if tracking && crate::cuda::fused_attention_training() {
-                Some(crate::cuda::ops::dma_attention(&q, &k, &v, &mask, scaling)?)
+                Some(crate::cuda::ops::dma_attention(&q, k, v, &mask, scaling)?)
             } else {
                 None
             };
@@ -447,7 +480,7 @@ impl DogeAttention {
         // Query head h reads kv head h / groups: fold the groups into the row axis instead of
         // repeating keys and values.
         let q = q.reshape((b, kv, groups * l, hd))?;
-        let scores = (autocast::matmul(&q, &k.t()?)? * scaling)?.reshape((b, kv, groups, l, lk))?;
+        let scores = (autocast::matmul(&q, &k.t()?)? * scaling)?.reshape((b, nb, per_bias, l, lk))?;
         let scores = scores.broadcast_add(&mask.unsqueeze(2)?)?;
         let probs = softmax_last_dim(&scores)?.reshape((b, kv, groups * l, lk))?;
         let out = autocast::matmul(&probs, &v)?
@@ -456,6 +489,16 @@ impl DogeAttention {
             .reshape((b, l, h * hd))?;
         project(&self.o_proj, &out, self.fused)
     }
+}
+
+/// Keys or values [B, Hkv, Lk, hd] repeated to [B, Hkv·groups, Lk, hd], query head h reading
+/// kv head h / groups (transformers' `repeat_kv`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn repeat_kv(t: &Tensor, groups: usize) -> Result<Tensor> {
+    let (b, kv, lk, hd) = t.dims4()?;
+    t.unsqueeze(2)?
+        .broadcast_as((b, kv, groups, lk, hd))?
+        .reshape((b, kv * groups, lk, hd))
 }
 
 /// SwiGLU: down(silu(gate(x)) * up(x)).

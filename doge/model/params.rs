@@ -1,7 +1,7 @@
 //! The parameter tensors a `DogeConfig` implies (spec 3.1): names as in the checkpoint, shapes,
 //! and how each is initialised (spec 4). Loading, saving and initialisation all read this one list.
 
-use super::config::DogeConfig;
+use super::config::{DogeConfig, Layout};
 
 /// How a tensor is initialised by transformers' `_init_weights`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,15 +92,17 @@ pub fn param_specs(cfg: &DogeConfig) -> Vec<ParamSpec> {
                 );
             }
         }
-        push("self_attn.A", &[kv], Init::Zeros, Kind::DynamicA);
+        // One bias row per key/value head (transformers) or per attention head (SmallDoge).
+        let nb = cfg.bias_heads();
+        push("self_attn.A", &[nb], Init::Zeros, Kind::DynamicA);
         push(
             "self_attn.dt_proj.weight",
-            &[kv, kv * hd],
+            &[nb, kv * hd],
             Init::Normal,
             Kind::Linear,
         );
         if cfg.attention_bias {
-            push("self_attn.dt_proj.bias", &[kv], Init::Zeros, Kind::Bias);
+            push("self_attn.dt_proj.bias", &[nb], Init::Zeros, Kind::Bias);
         }
         push(
             "self_attn.o_proj.weight",
@@ -111,8 +113,10 @@ pub fn param_specs(cfg: &DogeConfig) -> Vec<ParamSpec> {
         if cfg.attention_bias {
             push("self_attn.o_proj.bias", &[d], Init::Zeros, Kind::Bias);
         }
-        push("self_attn.q_norm.weight", &[hd], Init::Ones, Kind::Norm);
-        push("self_attn.k_norm.weight", &[hd], Init::Ones, Kind::Norm);
+        if cfg.layout.has_qk_norm() {
+            push("self_attn.q_norm.weight", &[hd], Init::Ones, Kind::Norm);
+            push("self_attn.k_norm.weight", &[hd], Init::Ones, Kind::Norm);
+        }
         push("input_residual", &[d], Init::Ones, Kind::Residual);
         push(
             "post_attention_layernorm.weight",
@@ -179,6 +183,47 @@ pub fn param_specs(cfg: &DogeConfig) -> Vec<ParamSpec> {
     out
 }
 
+/// The training-era (variant C) name of a tensor, from its name in the other layouts (spec 3.4;
+/// attention tensors keep their names). Loading and saving that layout both go through it.
+pub fn training_era_name(name: &str) -> String {
+    const GLOBAL: [(&str, &str); 2] = [
+        ("model.embed_tokens.", "model.word_embed."),
+        ("model.norm.", "model.final_layernorm."),
+    ];
+    for (now, then) in GLOBAL {
+        if let Some(rest) = name.strip_prefix(now) {
+            return format!("{then}{rest}");
+        }
+    }
+    let Some((layer, rest)) = name
+        .strip_prefix("model.layers.")
+        .and_then(|r| r.split_once('.'))
+    else {
+        return name.to_string();
+    };
+    const IN_LAYER: [(&str, &str); 5] = [
+        ("input_layernorm.", "pre_layernorm."),
+        ("post_attention_layernorm.", "post_layernorm."),
+        ("mlp.", "feed_forward."),
+        ("input_residual", "pre_residual.weight"),
+        ("post_attention_residual", "post_residual.weight"),
+    ];
+    for (now, then) in IN_LAYER {
+        if let Some(tail) = rest.strip_prefix(now) {
+            return format!("model.layers.{layer}.{then}{tail}");
+        }
+    }
+    name.to_string()
+}
+
+/// A tensor's name in a checkpoint of `layout`, from its name in the model.
+pub fn stored_name(layout: Layout, name: &str) -> String {
+    match layout {
+        Layout::SmallDogeTrainingEra => training_era_name(name),
+        Layout::Transformers | Layout::SmallDoge => name.to_string(),
+    }
+}
+
 fn embedding_init(cfg: &DogeConfig) -> Init {
     match cfg.pad_token_id {
         Some(p) if (p as usize) < cfg.vocab_size => Init::NormalPaddedEmbedding,
@@ -200,6 +245,66 @@ mod tests {
                 .map(|s| s.shape.iter().product::<usize>() as u64)
                 .sum();
             assert_eq!(n, cfg.num_parameters(), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn smalldoge_layout_counts_match_the_spec_table() {
+        // spec 3.3, column "B tied": A and dt_proj per attention head, no q/k norms.
+        for (p, want) in [
+            (&DOGE_20M, 13_117_712u64),
+            (&DOGE_MOE_20M, 15_304_976),
+            (&DOGE_60M, 54_575_680),
+            (&DOGE_MOE_80M, 71_877_184),
+            (&DOGE_160M, 152_697_744),
+            (&DOGE_MOE_220M, 210_758_544),
+            (&DOGE_320M, 335_807_744),
+            (&DOGE_MOE_500M, 472_974_592),
+        ] {
+            let mut cfg = p.config();
+            cfg.layout = Layout::SmallDoge;
+            assert_eq!(cfg.num_parameters(), want, "{}", p.name);
+            let n: u64 = param_specs(&cfg)
+                .iter()
+                .map(|s| s.shape.iter().product::<usize>() as u64)
+                .sum();
+            assert_eq!(n, want, "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn training_era_names_follow_the_conversion_table() {
+        // spec 3.4 (transformers' convert_doge_weights_to_hf.py, read in reverse).
+        for (now, then) in [
+            ("model.embed_tokens.weight", "model.word_embed.weight"),
+            ("model.norm.weight", "model.final_layernorm.weight"),
+            (
+                "model.layers.3.input_layernorm.weight",
+                "model.layers.3.pre_layernorm.weight",
+            ),
+            (
+                "model.layers.3.post_attention_layernorm.weight",
+                "model.layers.3.post_layernorm.weight",
+            ),
+            (
+                "model.layers.0.input_residual",
+                "model.layers.0.pre_residual.weight",
+            ),
+            (
+                "model.layers.0.post_attention_residual",
+                "model.layers.0.post_residual.weight",
+            ),
+            (
+                "model.layers.1.mlp.router_gate.weight",
+                "model.layers.1.feed_forward.router_gate.weight",
+            ),
+            (
+                "model.layers.1.self_attn.dt_proj.weight",
+                "model.layers.1.self_attn.dt_proj.weight",
+            ),
+            ("lm_head.weight", "lm_head.weight"),
+        ] {
+            assert_eq!(training_era_name(now), then);
         }
     }
 }

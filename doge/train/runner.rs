@@ -432,6 +432,7 @@ fn adapt(loaded: Checkpoint, cfg: &DogeConfig, seed: u64, dir: &Path) -> Result<
         .map(|t| t.device().clone())
         .unwrap_or(Device::Cpu);
     let mut target = Checkpoint::init(cfg, seed, DType::F32, &dev)?;
+    target.remote_code = loaded.remote_code;
     for (name, t) in loaded.tensors {
         match target.tensors.get(&name) {
             Some(slot) if slot.dims() == t.dims() => {

@@ -25,6 +25,10 @@ struct Dims {
     l: usize,
     kb: usize,
     kk: usize,
+    /// Bias rows per kv head: 1 (shared by the group) or rows / l (one per query head).
+    bias_groups: usize,
+    /// Keep-mask rows of l per kv head: 1, or rows / l when the mask is per query head.
+    keep_groups: usize,
 }
 
 /// One kv head of one batch row: its query rows against its keys and values.
@@ -65,12 +69,16 @@ impl<T: Real> SimdKernel for Head<'_, T> {
         let mut p = vec![T::zero(); lk];
         for (row, out) in self.out.chunks_exact_mut(hd).enumerate() {
             let q = &self.q[row * hd..(row + 1) * hd];
-            // keep is [.., l, lk]: query row `row` is position row % l of its head group.
-            let keep = &self.keep[(row % l) * lk..][..lk];
+            // Query row `row` is position row % l of query head row / l within the group.
+            let group = row / l;
+            let keep_row = if self.d.keep_groups == 1 { 0 } else { group } * l + row % l;
+            let keep = &self.keep[keep_row * lk..][..lk];
+            let bias_row = if self.d.bias_groups == 1 { 0 } else { group };
+            let bias = &self.bias[bias_row * lk..][..lk];
             let mut max = T::NEG_INFINITY;
             for j in 0..lk {
                 if keep[j] != 0 {
-                    let z = dot(q, &self.k[j * hd..(j + 1) * hd]) * self.scale + self.bias[j];
+                    let z = dot(q, &self.k[j * hd..(j + 1) * hd]) * self.scale + bias[j];
                     p[j] = z;
                     max = max.maximum(z);
                 }
@@ -100,15 +108,18 @@ impl<T: Real> SimdKernel for Head<'_, T> {
 fn run<T: Real>(q: &[T], k: &[T], v: &[T], bias: &[T], keep: &[u8], d: Dims, scale: f64) -> Vec<T> {
     let (qh, kvh) = (d.rows * d.hd, d.lk * d.hd);
     let mut out = vec![T::zero(); q.len()];
+    let (bias_len, keep_len) = (d.bias_groups * d.lk, d.keep_groups * d.l * d.lk);
     let head = |bh: usize, out: &mut [T]| {
         let (bi, hi) = (bh / d.kv, bh % d.kv);
-        let kh = (if d.kb == 1 { 0 } else { bi }) * d.kk + if d.kk == 1 { 0 } else { hi };
+        // The keep mask's heads, counted in kv heads: 1 (shared) or kv.
+        let kk = d.kk / d.keep_groups;
+        let kh = (if d.kb == 1 { 0 } else { bi }) * kk + if kk == 1 { 0 } else { hi };
         with_simd(Head {
             q: &q[bh * qh..(bh + 1) * qh],
             k: &k[bh * kvh..(bh + 1) * kvh],
             v: &v[bh * kvh..(bh + 1) * kvh],
-            bias: &bias[bh * d.lk..(bh + 1) * d.lk],
-            keep: &keep[kh * d.l * d.lk..(kh + 1) * d.l * d.lk],
+            bias: &bias[bh * bias_len..(bh + 1) * bias_len],
+            keep: &keep[kh * keep_len..(kh + 1) * keep_len],
             out,
             scale: T::from_f64(scale),
             d,
@@ -127,9 +138,10 @@ fn run<T: Real>(q: &[T], k: &[T], v: &[T], bias: &[T], keep: &[u8], d: Dims, sca
     out
 }
 
-/// q [b, kv, rows, hd] (rows = query-head groups × l, position = row % l), k and v [b, kv, lk, hd],
-/// bias [b, kv, lk], keep u8 [kb, kk, l, lk] with kb ∈ {1, b}, kk ∈ {1, kv}: the attention output
-/// [b, kv, rows, hd]. CPU, f32/f64, no gradient.
+/// q [b, kv, rows, hd] (rows = G query heads × l, position = row % l), k and v [b, kv, lk, hd],
+/// bias [b, nb, lk] with nb ∈ {kv, kv·G} (shared by a kv group, or one per query head),
+/// keep u8 [kb, kk, l, lk] with kb ∈ {1, b}, kk ∈ {1, nb}: the attention output [b, kv, rows, hd].
+/// CPU, f32/f64, no gradient.
 pub fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -141,7 +153,14 @@ pub fn attend(
     let (b, kv, rows, hd) = q.dims4()?;
     let (_, _, lk, _) = k.dims4()?;
     let (kb, kk, l, _) = keep.dims4()?;
-    if k.dims() != [b, kv, lk, hd] || v.dims() != [b, kv, lk, hd] || bias.dims() != [b, kv, lk] {
+    let (_, nb, _) = bias.dims3()?;
+    let groups = rows / l.max(1);
+    if k.dims() != [b, kv, lk, hd]
+        || v.dims() != [b, kv, lk, hd]
+        || bias.dims() != [b, nb, lk]
+        || !(nb == kv || nb == kv * groups)
+        || rows != groups * l
+    {
         bail!(
             "decode attention: q {:?}, k {:?}, v {:?}, bias {:?} do not match",
             q.dims(),
@@ -150,7 +169,7 @@ pub fn attend(
             bias.dims()
         );
     }
-    if keep.dims() != [kb, kk, l, lk] || !(kb == 1 || kb == b) || !(kk == 1 || kk == kv) {
+    if keep.dims() != [kb, kk, l, lk] || !(kb == 1 || kb == b) || !(kk == 1 || kk == nb) {
         bail!("decode attention: keep mask {:?}", keep.dims());
     }
     let d = Dims {
@@ -161,6 +180,8 @@ pub fn attend(
         l,
         kb,
         kk,
+        bias_groups: nb / kv,
+        keep_groups: if kk == 1 { 1 } else { kk / kv },
     };
     let keep = keep.to_dtype(DType::U8)?;
     fn go<T: Real>(ts: [&Tensor; 4], keep: &Tensor, d: Dims, scale: f64) -> Result<Vec<T>> {
@@ -188,7 +209,9 @@ pub fn reference(
     keep: &Tensor,
     scale: f64,
 ) -> Result<Tensor> {
-    let scores = q.matmul(&k.t()?)?;
+    let (b, kv, rows, lk) = q.matmul(&k.t()?)?.dims4()?;
+    let nb = bias.dim(1)?;
+    let scores = q.matmul(&k.t()?)?.reshape((b, nb, rows * kv / nb, lk))?;
     let p = super::attention::reference(&scores, bias, keep, scale)?;
-    p.matmul(v)
+    p.reshape((b, kv, rows, lk))?.matmul(v)
 }
