@@ -284,12 +284,13 @@ fn open_weights(
     read_config_json(dir)?; // a missing or broken config.json is the first thing to report
     let files = weight_files(dir)?;
     // SAFETY: the files are mapped read-only; doge never writes to a checkpoint while reading it.
-    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
-        CheckpointError::Safetensors {
-            path: files.first().cloned().unwrap_or_default(),
-            msg: e.to_string(),
-        }
-    })?;
+    let st =
+        unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
+            CheckpointError::Safetensors {
+                path: files.first().cloned().unwrap_or_default(),
+                msg: e.to_string(),
+            }
+        })?;
     let stored = st
         .tensors()
         .into_iter()

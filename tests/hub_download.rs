@@ -478,3 +478,229 @@ fn an_experiment_starts_from_a_hub_checkpoint() {
         "{init}"
     );
 }
+
+const SMALLDOGE_EXP: &str = r#"
+name "NAME"
+seed 3
+device "cpu"
+registry "./registry"
+model {
+    init "INIT"
+}
+tokenizer "./tok"
+data {
+    source "./corpus.txt"
+    seq-len 32
+    test-examples 4
+}
+stage "pretrain" {
+    lr 1e-3
+    batch-size 2
+    max-steps 3
+    log-every 1
+    eval-every 0
+    save-every 3
+}
+"#;
+
+const SMALLDOGE_SFT_EVAL: &str = r#"
+stage "sft" {
+    data {
+        source "./chats.jsonl"
+        seq-len 128
+        packing #true
+        test-examples 4
+    }
+    lr 1e-3
+    batch-size 2
+    max-steps 2
+    log-every 1
+    eval-every 0
+    save-every 2
+}
+stage "eval" {
+    batch-size 4
+    tasks "perplexity=./texts"
+}
+"#;
+
+/// A SmallDoge remote-code checkpoint (variant B: no q/k norms, `A` per query head), with its
+/// `auto_map` and remote `.py` files, made from a tokenizer trained here.
+fn smalldoge_model(dir: &Path) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
+    use doge::data::tokenizer::{train_bpe, TrainOptions};
+    let chats = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/chat/sft.jsonl"),
+    )
+    .unwrap();
+    let tok = train_bpe(
+        chats.lines().take(200),
+        &TrainOptions {
+            vocab_size: 600,
+            min_frequency: 0,
+        },
+        &dir.join("tok"),
+    )
+    .unwrap();
+    let cfg = doge::model::DogeConfig {
+        vocab_size: tok.vocab_size(),
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        keep_window_size: 16,
+        tie_word_embeddings: true,
+        layout: doge::model::Layout::SmallDoge,
+        auto_map: Some(serde_json::json!({
+            "AutoConfig": "configuration_doge.DogeConfig",
+            "AutoModelForCausalLM": "modeling_doge.DogeForCausalLM"
+        })),
+        ..doge::model::DogeConfig::default()
+    };
+    let mut ckpt = doge::checkpoint::Checkpoint::init(
+        &cfg,
+        9,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    for f in ["configuration_doge.py", "modeling_doge.py"] {
+        ckpt.remote_code.insert(
+            f.into(),
+            format!("# {f}: stands in for the hub repo's code\n").into(),
+        );
+    }
+    let model = dir.join("model-b");
+    ckpt.save(&model, candle_core::DType::F32).unwrap();
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let path = entry.unwrap().path();
+        files.insert(
+            path.file_name().unwrap().to_str().unwrap().to_string(),
+            std::fs::read(&path).unwrap(),
+        );
+    }
+    (model, files)
+}
+
+/// An experiment starting from a SmallDoge checkpoint pre-trains, fine-tunes and evaluates in that
+/// layout, from a local folder and from a hub id alike; each run records the layout, and every
+/// checkpoint it writes is again a SmallDoge repo (auto_map and remote code beside the weights).
+#[test]
+fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, files) = smalldoge_model(dir.path());
+    let mut repos = Repos::new();
+    repos.insert("SmallDoge/tiny-b".to_string(), files.clone());
+    let hub = MockHub::start(repos);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text: String = std::fs::read_to_string(root.join("experiments/corpus/persuasion.txt"))
+        .unwrap()
+        .chars()
+        .take(20_000)
+        .collect();
+    std::fs::write(dir.path().join("corpus.txt"), &text).unwrap();
+    let chats: String = std::fs::read_to_string(root.join("experiments/chat/sft.jsonl"))
+        .unwrap()
+        .lines()
+        .take(24)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("chats.jsonl"), chats).unwrap();
+    std::fs::create_dir_all(dir.path().join("texts")).unwrap();
+    std::fs::write(dir.path().join("texts/austen.txt"), &text[..4000]).unwrap();
+
+    let run = |name: &str, init: &str, extra: &str| {
+        let exp = SMALLDOGE_EXP.replace("NAME", name).replace("INIT", init) + extra;
+        std::fs::write(dir.path().join(format!("{name}.kdl")), exp).unwrap();
+        doge(
+            dir.path(),
+            &hub,
+            false,
+            &["exp", "run", &format!("{name}.kdl")],
+        );
+    };
+    run("b-local", "./model-b", SMALLDOGE_SFT_EVAL);
+    run("b-hub", "SmallDoge/tiny-b", "");
+
+    let conn = rusqlite::Connection::open(dir.path().join("registry/doge.sqlite")).unwrap();
+    let losses = |exp: &str, stage: &str| -> Vec<f64> {
+        let mut q = conn
+            .prepare(
+                "SELECT m.value FROM metrics m JOIN runs r ON r.id = m.run_id \
+                 WHERE r.experiment = ?1 AND r.stage = ?2 AND m.name = 'loss' ORDER BY m.step",
+            )
+            .unwrap();
+        q.query_map([exp, stage], |r| r.get::<_, f64>(0))
+            .unwrap()
+            .map(|v| v.unwrap())
+            .collect()
+    };
+    let local = losses("b-local", "pretrain");
+    assert_eq!(local.len(), 3);
+    assert_eq!(losses("b-hub", "pretrain"), local);
+    assert_eq!(losses("b-local", "sft").len(), 2);
+    let bpb: f64 = conn
+        .query_row(
+            "SELECT e.value FROM evals e JOIN runs r ON r.id = e.run_id \
+             WHERE r.experiment = 'b-local' AND e.metric = 'bits_per_byte'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(bpb.is_finite() && bpb > 0.0, "{bpb}");
+
+    // Every run records the layout; `doge runs show` says it.
+    let ids: Vec<String> = conn
+        .prepare("SELECT id FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    for id in &ids {
+        let out = doge(dir.path(), &hub, true, &["runs", "show", id]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("layout      smalldoge (variant B)")
+                && text.contains("\"layout\": \"smalldoge\""),
+            "{id}: {text}"
+        );
+    }
+
+    // The fine-tuned checkpoint is a SmallDoge repo again, and loads as one.
+    let sft_dir = std::fs::read_dir(dir.path().join("registry"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("b-local-")
+        })
+        .unwrap()
+        .join("sft/checkpoint-00000002");
+    for f in ["configuration_doge.py", "modeling_doge.py"] {
+        assert_eq!(
+            std::fs::read(sft_dir.join(f)).unwrap(),
+            std::fs::read(model.join(f)).unwrap()
+        );
+    }
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sft_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        saved["auto_map"]["AutoModelForCausalLM"],
+        "modeling_doge.DogeForCausalLM"
+    );
+    let loaded = doge::checkpoint::Checkpoint::load(
+        &sft_dir,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(loaded.config.layout, doge::model::Layout::SmallDoge);
+    assert!(!loaded.tensors.keys().any(|k| k.contains("q_norm")));
+}

@@ -33,6 +33,7 @@ mod registry_migrate;
 mod registry_report;
 mod registry_scale;
 mod registry_show_compare;
+mod smalldoge_layouts;
 mod tokenizer_text_input;
 mod train_dpo;
 mod train_loop;

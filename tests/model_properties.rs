@@ -265,7 +265,11 @@ fn check_finite_differences(fixture_name: &str, names: &[&str]) {
         .filter(|s| names.contains(&s.name.as_str()))
         .map(|s| s.kind)
         .collect();
-    assert_eq!(kinds.len(), names.len(), "{fixture_name}: a name is not a parameter");
+    assert_eq!(
+        kinds.len(),
+        names.len(),
+        "{fixture_name}: a name is not a parameter"
+    );
     let wanted: &[Kind] = if cfg.is_moe {
         &[
             Kind::DynamicA,

@@ -142,7 +142,10 @@ fn smalldoge_layout_is_read_from_the_tensors() {
         let model = load(name);
         assert_eq!(model.config().layout, Layout::SmallDoge, "{name}");
     }
-    assert_eq!(load("doge-tiny/dense").config().layout, Layout::Transformers);
+    assert_eq!(
+        load("doge-tiny/dense").config().layout,
+        Layout::Transformers
+    );
 }
 
 #[test]

@@ -76,6 +76,20 @@ impl ModelSpec {
             c.num_key_value_heads = self.heads.unwrap_or(1);
             c
         };
+        if let Some(layout) = self.layout {
+            if self.init.is_some() && cfg.layout != layout {
+                return Err(spec_err(
+                    "layout",
+                    format!(
+                        "the init checkpoint is in the {} layout, not {layout}; the layouts compute \
+                         different functions, so drop `layout` or start from a {} checkpoint",
+                        cfg.layout,
+                        layout.name()
+                    ),
+                ));
+            }
+            cfg.layout = layout;
+        }
         self.apply(&mut cfg);
         Ok(Some(cfg))
     }
@@ -145,6 +159,8 @@ impl ModelSpec {
             } else {
                 0
             }),
+            // Only a non-default layout is spelled out, so native runs keep their ids.
+            layout: (cfg.layout != crate::model::Layout::Transformers).then_some(cfg.layout),
         }
     }
 }

@@ -130,6 +130,12 @@ pub struct ModelSpec {
     pub experts: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experts_per_tok: Option<usize>,
+    /// Which published Doge layout the model computes and is saved in: `transformers` (the
+    /// native DogeForCausalLM, the default) or `smalldoge` (the SmallDoge hub repos' remote code).
+    /// An `init` checkpoint brings its own; naming another is an error (there is no exact
+    /// conversion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::model::Layout>,
 }
 
 /// Where the tokens come from and how they are cut into sequences.

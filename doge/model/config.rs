@@ -34,18 +34,23 @@ impl Default for RopeParameters {
 /// Which of the published Doge layouts a checkpoint is in (spec 0). They are one model with three
 /// switches, so one forward serves them all: whether queries and keys are RMS-normed per head, how
 /// many heads the dynamic bias has, and whether the top-k keep window applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Layout {
     /// Variant A, transformers' native `DogeForCausalLM`: q/k norms, `A` and `dt_proj` per
     /// key/value head.
     #[default]
+    #[serde(rename = "transformers")]
     Transformers,
     /// Variant B, the SmallDoge hub repos' remote code (`trust_remote_code`): no q/k norms, `A` and
     /// `dt_proj` per attention (query) head, so the bias is not shared across a key/value group.
+    #[serde(rename = "smalldoge")]
     SmallDoge,
     /// Variant C, small-doge's training-era code (Feb-Apr 2025): B's maths under other tensor names
     /// (`word_embed`, `pre_residual`, `feed_forward`, ...), the bias added to the causal mask, and no
     /// top-k window (keep_window_size only mattered with `dynamic_mask_ratio` > 0, which doge refuses).
+    #[serde(rename = "smalldoge-training-era")]
     SmallDogeTrainingEra,
 }
 

@@ -365,12 +365,18 @@ impl DogeAttention {
             Some(norm) => norm.forward(&t),
             None => Ok(t),
         };
-        let q = normed(heads(project(&self.q_proj, x, self.fused)?, h)?, &self.q_norm)?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = normed(heads(project(&self.k_proj, x, self.fused)?, kv)?, &self.k_norm)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let q = normed(
+            heads(project(&self.q_proj, x, self.fused)?, h)?,
+            &self.q_norm,
+        )?
+        .transpose(1, 2)?
+        .contiguous()?;
+        let k = normed(
+            heads(project(&self.k_proj, x, self.fused)?, kv)?,
+            &self.k_norm,
+        )?
+        .transpose(1, 2)?
+        .contiguous()?;
         let v = heads(project(&self.v_proj, x, self.fused)?, kv)?
             .transpose(1, 2)?
             .contiguous()?;
@@ -400,7 +406,7 @@ impl DogeAttention {
         };
         let lk = past + l;
         let bias = self.cached_bias(&v, l, cache_bias)?; // [B, nb, Lk]
-        // Query heads per bias row: the whole key/value group (transformers) or one (SmallDoge).
+                                                         // Query heads per bias row: the whole key/value group (transformers) or one (SmallDoge).
         let (nb, per_bias) = (self.bias_heads, h / self.bias_heads);
 
         // Which keys each query row keeps: causal (and sliding window), then the top keep_window_size
@@ -480,7 +486,8 @@ impl DogeAttention {
         // Query head h reads kv head h / groups: fold the groups into the row axis instead of
         // repeating keys and values.
         let q = q.reshape((b, kv, groups * l, hd))?;
-        let scores = (autocast::matmul(&q, &k.t()?)? * scaling)?.reshape((b, nb, per_bias, l, lk))?;
+        let scores =
+            (autocast::matmul(&q, &k.t()?)? * scaling)?.reshape((b, nb, per_bias, l, lk))?;
         let scores = scores.broadcast_add(&mask.unsqueeze(2)?)?;
         let probs = softmax_last_dim(&scores)?.reshape((b, kv, groups * l, lk))?;
         let out = autocast::matmul(&probs, &v)?

@@ -120,6 +120,11 @@ pub fn show(reg: &Registry, id: &str) -> Result<String> {
     writeln!(o, "host        {}", r.host.as_deref().unwrap_or("-"))?;
     writeln!(o, "device      {}", r.device.as_deref().unwrap_or("-"))?;
     writeln!(o, "lineage     {}", lineage(reg, r)?.join(" -> "))?;
+    let layout = r.config["model"]["layout"]
+        .as_str()
+        .and_then(crate::model::Layout::from_name)
+        .unwrap_or_default();
+    writeln!(o, "layout      {layout}")?;
 
     writeln!(o, "\nlast metrics")?;
     let rows: Vec<Vec<String>> = r

@@ -157,11 +157,18 @@ fn run_one(
 ) -> Result<()> {
     let run_dir = experiment::registry::run_dir(exp);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let config_json = serde_json::to_string_pretty(&experiment::canonical_json(exp))?;
+    let cfg = model_config(exp)?;
+    let mut config = experiment::canonical_json(exp);
+    // A hub `init` is only read now: record the layout it brought (the run id stays the spec's).
+    if cfg.layout != crate::model::Layout::Transformers {
+        if let Some(model) = config.get_mut("model").and_then(|m| m.as_object_mut()) {
+            model.insert("layout".into(), json!(cfg.layout.name()));
+        }
+    }
+    let config_json = serde_json::to_string_pretty(&config)?;
     std::fs::write(run_dir.join("experiment.json"), &config_json)?;
     let mut registry = Registry::open(&exp.registry_dir().join("doge.sqlite"))?;
     let dev = pick_device(opts.device.as_deref().unwrap_or(&exp.device))?;
-    let cfg = model_config(exp)?;
     eprintln!("run {}-{id} in {}", exp.name, run_dir.display());
 
     let mut previous: Option<(PathBuf, String)> = None; // (final checkpoint, registry run id)
