@@ -296,9 +296,10 @@ impl CustomOp2 for CrossEntropyOp {
     }
 }
 
-/// Mean next-token cross-entropy of logits [B, L, V] against unshifted i64 labels [B, L] (-100
-/// ignored), as `model::causal_lm_loss`, on the fused kernel.
-pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+/// Mean next-token cross-entropy of logits [B, L, V] against unshifted i64 labels [B, L] (`ignore`
+/// carries no loss), as `model::causal_lm_loss`, on the fused kernel. The ignore value is passed
+/// in, so the CUDA backend depends on nothing of the model's: the model calls it, never the reverse.
+pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor, ignore: i64) -> Result<Tensor> {
     let (b, l, v) = logits.dims3()?;
     if l < 2 {
         candle_core::bail!("the loss needs at least two positions, found {l}");
@@ -308,7 +309,7 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
         .narrow(1, 1, l - 1)?
         .reshape(b * (l - 1))?
         .contiguous()?;
-    let per_row = cross_entropy(&logits, &targets, crate::model::doge::IGNORE_INDEX)?;
+    let per_row = cross_entropy(&logits, &targets, ignore)?;
     let count = targets
         .ge(0i64)?
         .to_dtype(candle_core::DType::F32)?

@@ -834,7 +834,7 @@ impl DogeForCausalLM {
         let hidden = self.hidden_states_in(input_ids, None, documents)?;
         #[cfg(feature = "cuda")]
         if self.fused && crate::cuda::fusable(&hidden) {
-            return crate::cuda::ops::causal_lm_loss(&self.logits(&hidden)?, labels);
+            return crate::cuda::ops::causal_lm_loss(&self.logits(&hidden)?, labels, IGNORE_INDEX);
         }
         if !(self.fused && fusable(&hidden)) {
             return causal_lm_loss(&self.logits(&hidden)?, labels);
