@@ -329,8 +329,24 @@ fn read_remote_code(
     }
     Ok(out)
 }
-/// Parses `dir/config.json` and reads the layout from the tensors' names and shapes.
+/// Parses `dir/config.json` and reads the layout from the tensors' names and shapes. A folder
+/// with a config alone (no weights yet) gets the layout its config suggests: training-era keys
+/// mean C, an `auto_map` (remote code) B, else A.
 pub fn read_config(dir: &Path) -> Result<DogeConfig, CheckpointError> {
+    let mut config = read_config_json(dir)?;
+    if weight_files(dir).is_err() {
+        let text = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        config.layout =
+            if value.get("hidden_bias").is_some() || value.get("dynamic_mask_ratio").is_some() {
+                Layout::SmallDogeTrainingEra
+            } else if config.auto_map.is_some() {
+                Layout::SmallDoge
+            } else {
+                Layout::Transformers
+            };
+        return Ok(config);
+    }
     let (_, stored) = open_weights(dir)?;
     config_for(dir, &stored)
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/doge-tiny")
+        .join("tests/fixtures")
         .join(name)
 }
 
@@ -66,10 +66,17 @@ fn check(name: &str) {
 
 #[test]
 fn bf16_autocast_scores_the_dense_reference_within_bf16_rounding() {
-    check("dense");
+    check("doge-tiny/dense");
 }
 
 #[test]
 fn bf16_autocast_scores_the_moe_reference_within_bf16_rounding() {
-    check("moe");
+    check("doge-tiny/moe");
+}
+
+#[test]
+fn bf16_autocast_scores_the_smalldoge_references_within_bf16_rounding() {
+    for name in ["smalldoge-b/dense-b", "smalldoge-b/gqa-b"] {
+        check(name);
+    }
 }

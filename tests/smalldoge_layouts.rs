@@ -385,3 +385,77 @@ fn a_smalldoge_layout_with_the_wrong_bias_heads_names_the_tensor() {
         "{msg}"
     );
 }
+
+#[test]
+fn an_experiment_names_the_layout_or_takes_its_init_checkpoint_s() {
+    use doge::experiment::types::ModelSpec;
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // From scratch: a preset in the SmallDoge layout, counted as spec 3.3's "B tied" column.
+    let spec = ModelSpec {
+        preset: Some("doge-20m".into()),
+        layout: Some(Layout::SmallDoge),
+        ..ModelSpec::default()
+    };
+    let cfg = spec.to_config(base).unwrap().unwrap();
+    assert_eq!(cfg.layout, Layout::SmallDoge);
+    assert_eq!(cfg.num_parameters(), 13_117_712);
+    // From a checkpoint: its layout, read from the tensors.
+    let from = |init: &str, layout: Option<Layout>| {
+        ModelSpec {
+            init: Some(init.into()),
+            layout,
+            ..ModelSpec::default()
+        }
+        .to_config(base)
+    };
+    let b = "./tests/fixtures/smalldoge-b/dense-b";
+    assert_eq!(from(b, None).unwrap().unwrap().layout, Layout::SmallDoge);
+    assert_eq!(
+        from(b, Some(Layout::SmallDoge)).unwrap().unwrap().layout,
+        Layout::SmallDoge
+    );
+    // Another layout than the checkpoint's has no exact conversion: refused, naming the key.
+    let err = from("./tests/fixtures/doge-tiny/dense", Some(Layout::SmallDoge)).unwrap_err();
+    assert_eq!(err.key, "layout");
+    assert!(
+        err.to_string().contains("transformers (variant A)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn doge_convert_keeps_the_layout_and_the_remote_code() {
+    let src = with_remote_code("dense-b");
+    let out = tempfile::tempdir().unwrap();
+    let dst = out.path().join("bf16");
+    let status = Command::new(env!("CARGO_BIN_EXE_doge"))
+        .args(["convert", "--dtype", "bf16", "--model"])
+        .arg(src.path())
+        .arg("--out")
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let saved = json(&dst.join("config.json"));
+    assert_eq!(
+        saved["auto_map"],
+        json(&src.path().join("config.json"))["auto_map"]
+    );
+    assert_eq!(saved["dtype"], "bfloat16");
+    for f in ["configuration_doge.py", "modeling_doge.py"] {
+        assert!(dst.join(f).is_file(), "{f}");
+    }
+    let ckpt = load(&dst);
+    assert_eq!(ckpt.config.layout, Layout::SmallDoge);
+    // bf16 weights score the f32 reference within bf16 rounding.
+    let row = &jsonl(&fixture("dense-b").join("score.jsonl"))[2];
+    let got = nll(&ckpt.model().unwrap(), &ids(&row["input_ids"]));
+    assert!(
+        (got - row["nll"].as_f64().unwrap() as f32).abs() < 2e-2,
+        "{got}"
+    );
+}
