@@ -35,6 +35,35 @@ pub fn pad_batch(seqs: &[&[u32]], pad: u32, dev: &Device) -> Result<Tensor> {
 }
 
 /// Scores every sequence (each needs at least two tokens), `batch_size` sequences per forward.
+/// Consecutive batches of at most `batch_size` rows, except that a row longer than `alone_above`
+/// (see [`DogeForCausalLM::batch_independent_len`]) is a batch of its own: then no score depends
+/// on the batch size.
+pub fn plan_batches(
+    lens: &[usize],
+    batch_size: usize,
+    alone_above: Option<usize>,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, &len) in lens.iter().enumerate() {
+        let alone = alone_above.is_some_and(|limit| len > limit);
+        if alone || i - start == batch_size.max(1) {
+            if start < i {
+                out.push(start..i);
+            }
+            start = i;
+        }
+        if alone {
+            out.push(i..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < lens.len() {
+        out.push(start..lens.len());
+    }
+    out
+}
+
 pub fn score_sequences(
     model: &DogeForCausalLM,
     seqs: &[Vec<u32>],
@@ -42,7 +71,9 @@ pub fn score_sequences(
 ) -> Result<Vec<SequenceScore>> {
     let pad = model.config().pad_token_id.unwrap_or(0);
     let mut out = Vec::with_capacity(seqs.len());
-    for chunk in seqs.chunks(batch_size.max(1)) {
+    let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
+    for range in plan_batches(&lens, batch_size, model.batch_independent_len()) {
+        let chunk = &seqs[range];
         if let Some(s) = chunk.iter().find(|s| s.len() < 2) {
             candle_core::bail!(
                 "a sequence needs at least two tokens to be scored, found {:?}",
@@ -66,4 +97,20 @@ pub fn score_sequences(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_batches;
+
+    #[test]
+    fn long_rows_go_alone_and_the_rest_in_order() {
+        let lens = [3, 40, 5, 6, 7, 50, 2];
+        assert_eq!(
+            plan_batches(&lens, 2, Some(16)),
+            vec![0..1, 1..2, 2..4, 4..5, 5..6, 6..7]
+        );
+        assert_eq!(plan_batches(&lens, 3, None), vec![0..3, 3..6, 6..7]);
+        assert!(plan_batches(&[], 3, None).is_empty());
+    }
 }

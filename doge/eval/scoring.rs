@@ -80,7 +80,10 @@ pub fn loglikelihoods(
     let mut order: Vec<usize> = (0..requests.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(len(&requests[i])));
     let mut out: Vec<Option<Loglik>> = vec![None; requests.len()];
-    for chunk in order.chunks(opts.batch_size.max(1)) {
+    let lens: Vec<usize> = order.iter().map(|&i| len(&requests[i])).collect();
+    let plan = crate::score::plan_batches(&lens, opts.batch_size, model.batch_independent_len());
+    for range in plan {
+        let chunk = &order[range];
         let batch: Vec<&Request> = chunk.iter().map(|&i| &requests[i]).collect();
         let scores = score_batch(model, &batch, opts.max_len)?;
         for (&i, s) in chunk.iter().zip(scores) {

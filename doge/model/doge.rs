@@ -739,6 +739,13 @@ impl DogeForCausalLM {
         &self.config
     }
 
+    /// With dynamic-NTK RoPE, the original context: a forward longer than it rotates with a base
+    /// that depends on that forward's length, so a padded batch would score a row differently
+    /// from the row alone. Scorers forward such rows alone.
+    pub fn batch_independent_len(&self) -> Option<usize> {
+        self.rotary.dynamic.map(|(_, orig)| orig)
+    }
+
     /// The same model computing with the fused CPU kernels (`true`, the default unless
     /// `DOGE_FUSED=0`) or with composed candle ops only (`false`).
     pub fn with_fused(mut self, fused: bool) -> Self {

@@ -14,11 +14,12 @@ What it does
        - moe-b: is_moe, 16 experts (4 keys), top-4, tied embeddings, default RoPE.
        - gqa-b: 4 query heads / 2 kv heads, attention_bias (dt_proj has a bias [4]), untied lm_head,
          max_position_embeddings 16 with rope_scaling {"rope_type": "dynamic", "factor": 4.0}; score
-         sequences up to 48 tokens and generations running past position 16, so dynamic NTK is active.
+         sequences of 12, 24, 40, 48 tokens and generations of 16 tokens from 12-13-token prompts
+         (decoding runs to position 28), so dynamic NTK is active.
      Every sequence is resampled until no near-tie (relative gap < 2e-5) sits between the k-th and
      (k+1)-th visible dynamic-mask bias of any layer, query head, row or decode step (train forwards
      included), no CDMoE routing near-tie (gap < 2e-5 between the top_k-th and next candidate score),
-     greedy margins are > 1e-3, greedy output never reaches eos, and (gqa-b) every greedy output differs
+     greedy margins are > 1e-3, greedy output never reaches eos, and (gqa-b) the first greedy output differs
      from the one the same model gives with the NTK update switched off. A model seed whose cases cannot
      be found in ATTEMPTS tries is replaced by the next seed (the seed used is printed).
      Perturbation (fixed seed): A = N(0,1); other 1-D weights (norms, residuals) 1 + 0.1 N; biases
@@ -42,10 +43,13 @@ Patches applied to small-doge's code (monkeypatched here, only for the MoE; dens
 Dynamic NTK RoPE is stateful in transformers (dynamic_rope_update grows inv_freq when
 max(position_ids)+1 exceeds max_seq_len_cached and keeps it). The rotary state is reset to the
 freshly-initialised one before EACH scored sequence, each generation and the training run, so every
-reference equals the output of a freshly loaded model. (Within one generation the state evolves as in
-transformers: each decode step past position 15 recomputes inv_freq at seq_len = position+1, while
-cached keys keep the rotation they got.) Each reference is also cross-checked against a model freshly
-loaded from the written folder.
+reference equals the output of a freshly loaded model. (small-doge's DogeRotaryEmbedding uses
+transformers' ROPE_INIT_FUNCTIONS and @dynamic_rope_update. A full forward of L > 16 tokens rotates
+every position with the NTK base for seq_len = L; within one generation the state evolves as in
+transformers: the prefill (<= 16 tokens) uses the default frequencies, and each decode step at
+position p >= 16 recomputes inv_freq for seq_len = p + 1, while cached keys keep the rotation they got.)
+Each reference is also cross-checked against a model freshly loaded from the written folder.
+Runs on one CPU thread; the output is byte-for-byte reproducible.
 
 Regenerate (from the repository root):
   mkdir -p /tmp/small-doge
@@ -387,7 +391,10 @@ GQA_B = dict(
 CASES = {
     # name: (config, model seed, score lengths, (prompt length, max_new_tokens) per generation)
     "moe-b": (MOE_B, 1, [7, 12, 29, 41], [(10, 12), (10, 12), (7, 12)]),
-    "gqa-b": (GQA_B, 2, [12, 24, 40, 48], [(10, 24), (10, 24), (11, 24)]),
+    # gqa-b prompts are 12-13 tokens with 16 new ones (positions up to 28): with 24 new tokens the
+    # greedy output repeats a token so often that an exact tie (same token, same layer-0 bias) nearly
+    # always straddles the window boundary.
+    "gqa-b": (GQA_B, 2, [12, 24, 40, 48], [(13, 16), (12, 16), (13, 16)]),
 }
 
 
@@ -480,11 +487,11 @@ def build_seed(C, M, cfg, seed, score_lens, gens, folder):
     rot = model.model.rotary_emb
     dynamic = rot.rope_type == "dynamic"
     gen_rows = []
-    for plen, new in gens:
+    for g, (plen, new) in enumerate(gens):
         def gen_attempt():
             row = generate(model, pick(rng, plen, vocab), new)
             ok = len(row["output_ids"]) == new and row["min_margin"] > MIN_MARGIN
-            if ok and dynamic:  # decoding past max_position_embeddings must depend on the NTK update
+            if ok and dynamic and g == 0:  # decoding past max_position_embeddings must depend on the NTK update
                 REC.on = False
                 rot.rope_type = "default"
                 ok = generate(model, row["input_ids"], new)["output_ids"] != row["output_ids"]
