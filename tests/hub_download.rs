@@ -621,7 +621,7 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
         );
     };
     run("b-local", "./model-b", SMALLDOGE_SFT_EVAL);
-    run("b-hub", "SmallDoge/tiny-b", "");
+    run("b-hub", "SmallDoge/tiny-b", SMALLDOGE_SFT_EVAL);
 
     let conn = rusqlite::Connection::open(dir.path().join("registry/doge.sqlite")).unwrap();
     let losses = |exp: &str, stage: &str| -> Vec<f64> {
@@ -640,15 +640,18 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
     assert_eq!(local.len(), 3);
     assert_eq!(losses("b-hub", "pretrain"), local);
     assert_eq!(losses("b-local", "sft").len(), 2);
-    let bpb: f64 = conn
-        .query_row(
+    assert_eq!(losses("b-hub", "sft"), losses("b-local", "sft"));
+    let bpb = |exp: &str| -> f64 {
+        conn.query_row(
             "SELECT e.value FROM evals e JOIN runs r ON r.id = e.run_id \
-             WHERE r.experiment = 'b-local' AND e.metric = 'bits_per_byte'",
-            [],
+             WHERE r.experiment = ?1 AND e.metric = 'bits_per_byte'",
+            [exp],
             |r| r.get(0),
         )
-        .unwrap();
-    assert!(bpb.is_finite() && bpb > 0.0, "{bpb}");
+        .unwrap()
+    };
+    assert!(bpb("b-local").is_finite() && bpb("b-local") > 0.0);
+    assert_eq!(bpb("b-hub"), bpb("b-local"));
 
     // Every run records the layout; `doge runs show` says it.
     let ids: Vec<String> = conn
@@ -658,7 +661,7 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
         .unwrap()
         .map(|v| v.unwrap())
         .collect();
-    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!(ids.len(), 6, "{ids:?}");
     for id in &ids {
         let out = doge(dir.path(), &hub, true, &["runs", "show", id]);
         let text = String::from_utf8_lossy(&out.stdout);
