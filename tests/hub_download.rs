@@ -518,6 +518,20 @@ stage "sft" {
     eval-every 0
     save-every 2
 }
+stage "dpo" {
+    data {
+        source "./pairs.jsonl"
+        seq-len 128
+        test-examples 4
+    }
+    lr 1e-4
+    batch-size 2
+    max-steps 2
+    log-every 1
+    eval-every 0
+    save-every 2
+    beta 0.1
+}
 stage "eval" {
     batch-size 4
     tasks "perplexity=./texts"
@@ -583,7 +597,7 @@ fn smalldoge_model(dir: &Path) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
     (model, files)
 }
 
-/// An experiment starting from a SmallDoge checkpoint pre-trains, fine-tunes and evaluates in that
+/// An experiment starting from a SmallDoge checkpoint pre-trains, fine-tunes (SFT, DPO) and evaluates in that
 /// layout, from a local folder and from a hub id alike; each run records the layout, and every
 /// checkpoint it writes is again a SmallDoge repo (auto_map and remote code beside the weights).
 #[test]
@@ -607,6 +621,13 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(dir.path().join("chats.jsonl"), chats).unwrap();
+    let pairs: String = std::fs::read_to_string(root.join("experiments/chat/dpo.jsonl"))
+        .unwrap()
+        .lines()
+        .take(16)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("pairs.jsonl"), pairs).unwrap();
     std::fs::create_dir_all(dir.path().join("texts")).unwrap();
     std::fs::write(dir.path().join("texts/austen.txt"), &text[..4000]).unwrap();
 
@@ -641,6 +662,8 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
     assert_eq!(losses("b-hub", "pretrain"), local);
     assert_eq!(losses("b-local", "sft").len(), 2);
     assert_eq!(losses("b-hub", "sft"), losses("b-local", "sft"));
+    assert_eq!(losses("b-local", "dpo").len(), 2);
+    assert_eq!(losses("b-hub", "dpo"), losses("b-local", "dpo"));
     let bpb = |exp: &str| -> f64 {
         conn.query_row(
             "SELECT e.value FROM evals e JOIN runs r ON r.id = e.run_id \
@@ -661,7 +684,7 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
         .unwrap()
         .map(|v| v.unwrap())
         .collect();
-    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert_eq!(ids.len(), 8, "{ids:?}");
     for id in &ids {
         let out = doge(dir.path(), &hub, true, &["runs", "show", id]);
         let text = String::from_utf8_lossy(&out.stdout);

@@ -673,6 +673,36 @@ mod tests {
     }
 
     #[test]
+    fn a_smalldoge_checkpoint_upcycles_in_its_layout_with_its_remote_code() {
+        let layout = |is_moe| DogeConfig {
+            layout: crate::model::Layout::SmallDoge,
+            ..small(is_moe)
+        };
+        let mut dense = Checkpoint::init(&layout(false), 1, DType::F32, &Device::Cpu).unwrap();
+        dense
+            .remote_code
+            .insert("modeling_doge.py".into(), b"# remote".to_vec());
+        let moe = adapt(dense.clone(), &layout(true), 2, Path::new("dense")).unwrap();
+        assert_eq!(moe.config.layout, crate::model::Layout::SmallDoge);
+        assert_eq!(moe.remote_code, dense.remote_code);
+        assert!(!moe.tensors.keys().any(|k| k.contains("q_norm")));
+        let heads = moe.config.num_attention_heads;
+        assert_eq!(moe.tensors["model.layers.0.self_attn.A"].dims(), [heads]);
+        for (name, t) in &dense.tensors {
+            assert_eq!(
+                moe.tensors[name]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "{name}"
+            );
+        }
+        assert_eq!(moe.tensors.len(), dense.tensors.len() + 2 * 3);
+    }
+
+    #[test]
     fn a_checkpoint_of_other_dims_is_refused_by_tensor() {
         let dense = Checkpoint::init(&small(false), 1, DType::F32, &Device::Cpu).unwrap();
         let mut wider = small(false);
