@@ -479,30 +479,6 @@ fn an_experiment_starts_from_a_hub_checkpoint() {
     );
 }
 
-const SMALLDOGE_EXP: &str = r#"
-name "NAME"
-seed 3
-device "cpu"
-registry "./registry"
-model {
-    init "INIT"
-}
-tokenizer "./tok"
-data {
-    source "./corpus.txt"
-    seq-len 32
-    test-examples 4
-}
-stage "pretrain" {
-    lr 1e-3
-    batch-size 2
-    max-steps 3
-    log-every 1
-    eval-every 0
-    save-every 3
-}
-"#;
-
 const SMALLDOGE_SFT_EVAL: &str = r#"
 stage "sft" {
     data {
@@ -632,7 +608,12 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
     std::fs::write(dir.path().join("texts/austen.txt"), &text[..4000]).unwrap();
 
     let run = |name: &str, init: &str, extra: &str| {
-        let exp = SMALLDOGE_EXP.replace("NAME", name).replace("INIT", init) + extra;
+        // HUB_INIT's pre-training stage, then `extra`.
+        let exp = HUB_INIT
+            .replace("hub-init", name)
+            .replace("INIT", init)
+            .replace("TOKENIZER", "./tok")
+            + extra;
         std::fs::write(dir.path().join(format!("{name}.kdl")), exp).unwrap();
         doge(
             dir.path(),

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::reference_support::{ids, jsonl};
 use candle_core::{DType, Device, Tensor};
 use doge::checkpoint::Checkpoint;
 use doge::generate::{generate, GenerationSettings};
 use doge::model::{causal_lm_loss, DogeForCausalLM, Layout};
-use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,22 +22,6 @@ fn load(name: &str) -> DogeForCausalLM {
         .unwrap()
         .model()
         .unwrap()
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn check_scores(name: &str) {

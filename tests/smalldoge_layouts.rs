@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::reference_support::{ids, jsonl, max_diff};
 use candle_core::{DType, Device, Tensor};
 use doge::checkpoint::Checkpoint;
 use doge::model::{causal_lm_loss, DogeForCausalLM, Layout};
@@ -52,18 +53,6 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    serde_json::from_value(v.clone()).unwrap()
-}
-
 fn logits(model: &DogeForCausalLM, ids: &[u32]) -> Vec<Vec<f32>> {
     let t = Tensor::new(ids, &Device::Cpu)
         .unwrap()
@@ -88,15 +77,6 @@ fn nll(model: &DogeForCausalLM, ids: &[u32]) -> f32 {
         .unwrap()
         .to_scalar()
         .unwrap()
-}
-
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Every tensor of a safetensors file, as raw bytes by name.

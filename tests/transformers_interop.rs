@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::reference_support::max_diff;
 use candle_core::{DType, Device, Tensor};
 use doge::checkpoint::Checkpoint;
 
@@ -64,15 +65,6 @@ fn doge_logits(dir: &Path, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
         .to_vec2()
         .unwrap()
-}
-
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -431,11 +431,8 @@ impl DogeConfig {
         v
     }
 
-    /// 4.x RoPE keys (`rope_theta` + `rope_scaling`), which small-doge's config class reads.
-    fn rope_scaling_json(&self) -> Value {
-        if self.rope.rope_type == "default" {
-            return Value::Null;
-        }
+    /// `rope_type` and the scaling keys that are set, shared by the 4.x and 5.x spellings.
+    fn rope_json(&self) -> Value {
         let mut rope = json!({"rope_type": self.rope.rope_type});
         if let Some(f) = self.rope.factor {
             rope["factor"] = json!(f);
@@ -444,6 +441,14 @@ impl DogeConfig {
             rope["original_max_position_embeddings"] = json!(o);
         }
         rope
+    }
+
+    /// 4.x RoPE keys (`rope_theta` + `rope_scaling`), which small-doge's config class reads.
+    fn rope_scaling_json(&self) -> Value {
+        if self.rope.rope_type == "default" {
+            return Value::Null;
+        }
+        self.rope_json()
     }
 
     fn smalldoge_json(&self) -> Value {
@@ -490,14 +495,8 @@ impl DogeConfig {
 
     /// The config.json that transformers (5.x) writes for this model.
     fn transformers_json(&self) -> Value {
-        let mut rope =
-            json!({"rope_type": self.rope.rope_type, "rope_theta": self.rope.rope_theta});
-        if let Some(f) = self.rope.factor {
-            rope["factor"] = json!(f);
-        }
-        if let Some(o) = self.rope.original_max_position_embeddings {
-            rope["original_max_position_embeddings"] = json!(o);
-        }
+        let mut rope = self.rope_json();
+        rope["rope_theta"] = json!(self.rope.rope_theta);
         json!({
             "architectures": ["DogeForCausalLM"],
             "model_type": "doge",
