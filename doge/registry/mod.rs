@@ -161,14 +161,18 @@ impl Registry {
         let conn = Connection::open(path)
             .with_context(|| format!("opening registry {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite answers BUSY there
+        // without calling the busy handler while another process is doing the same (seen with 8
+        // writers opening one new registry at once): retry it.
+        retry_busy(|| Ok(conn.pragma_update(None, "journal_mode", "WAL")?))
+            .with_context(|| format!("setting WAL mode on registry {}", path.display()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut reg = Self {
             conn,
             path: path.to_path_buf(),
         };
-        reg.migrate()
+        retry_busy(|| reg.migrate())
             .with_context(|| format!("migrating registry {}", path.display()))?;
         Ok(reg)
     }
@@ -361,4 +365,27 @@ fn git_state() -> (Option<String>, Option<bool>) {
         .and_then(|_| run(&["status", "--porcelain"]))
         .map(|s| !s.is_empty());
     (commit, dirty)
+}
+
+/// Runs `f` again while SQLite answers BUSY or LOCKED where no busy handler waits, for up to
+/// 30 s in total, backing off from 10 ms to 500 ms.
+fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let start = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(10);
+    loop {
+        let result = f();
+        let busy = match &result {
+            Err(e) => matches!(
+                e.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Ok(_) => false,
+        };
+        if !busy || start.elapsed() >= std::time::Duration::from_secs(30) {
+            return result;
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(std::time::Duration::from_millis(500));
+    }
 }
