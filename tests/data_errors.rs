@@ -23,6 +23,8 @@ fn offline(root: &Path) -> PrepareOptions {
             endpoint: None,
         },
         progress: false,
+        memory: doge::data::prepare::DEFAULT_MEMORY,
+        threads: None,
     }
 }
 

@@ -26,6 +26,8 @@ fn options(root: &Path) -> PrepareOptions {
             endpoint: None,
         },
         progress: false,
+        memory: doge::data::prepare::DEFAULT_MEMORY,
+        threads: None,
     }
 }
 

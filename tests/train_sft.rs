@@ -63,6 +63,8 @@ fn prepared(
             endpoint: None,
         },
         progress: false,
+        memory: doge::data::prepare::DEFAULT_MEMORY,
+        threads: None,
     };
     TokenDataset::open(&prepare(&spec, tok, &opts).unwrap()).unwrap()
 }

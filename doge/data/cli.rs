@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use super::config::{DataSpec, SourceSpec, TextUnit};
 use super::tokenizer::{train_bpe, DogeTokenizer, TrainOptions};
 use super::{
-    bench, experiment_cache_root, experiment_tokenizer, prepare_report, sources, PrepareOptions,
+    bench, experiment_cache_root, experiment_tokenizer, merge_report, prepare_report, sources,
+    tokenize_part, PrepareOptions,
 };
 
 #[derive(Args, Debug)]
@@ -22,6 +23,8 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Tokenize, mix, split and store an experiment's data (a no-op when already prepared).
     Prepare(PrepareArgs),
+    /// Join the pieces that `prepare --part I/N` runs tokenized into one prepared directory.
+    Merge(MergeArgs),
     /// Tokenize+pack throughput (MB/s, tokens/s) on text files or folders.
     Bench(BenchArgs),
     /// Tokenizers.
@@ -48,6 +51,69 @@ pub struct PrepareArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Memory for preparation's buffers (batches in flight, one shuffle bucket), e.g. `256MiB`,
+    /// `4GiB` [default: 1GiB]; the corpus size does not change what is used.
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Tokenizer threads [default: every core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Tokenize only part I of N of the input files (every N-th file from file I-1, e.g. one
+    /// SLURM array task each: `--part $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT`),
+    /// then `doge data merge` joins them.
+    #[arg(long, value_parser = parse_part, value_name = "I/N")]
+    pub part: Option<(usize, usize)>,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub prepare: PrepareArgs,
+    /// Other caches whose `pieces/` the parts wrote (when the parts did not share this cache).
+    #[arg(long = "from", value_name = "DIR")]
+    pub from: Vec<PathBuf>,
+}
+
+/// `256MiB`, `1GiB`, `64MB`, `1.5G`, or bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a size such as 256MiB, 4GiB or 1000000"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}`; use B, KiB, MiB, GiB, TiB (or kB, MB, GB)"
+            ))
+        }
+    };
+    Ok((n * mult) as u64)
+}
+
+fn parse_part(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}`: expected I/N with 1 <= I <= N, e.g. 3/16");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if i == 0 || n == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
 }
 
 #[derive(Args, Debug)]
@@ -91,13 +157,64 @@ pub struct TrainArgs {
 
 pub fn run(args: &DataArgs) -> Result<()> {
     match &args.command {
-        DataCommand::Prepare(a) => run_prepare(a),
+        DataCommand::Prepare(a) => run_prepare(a, false),
+        DataCommand::Merge(a) => {
+            for from in &a.from {
+                import_pieces(from, &cache_of(&a.prepare)?)?;
+            }
+            run_prepare(&a.prepare, true)
+        }
         DataCommand::Bench(a) => run_bench(a),
         DataCommand::Tokenizer(TokenizerCommand::Train(a)) => run_train(a),
     }
 }
 
-fn run_prepare(a: &PrepareArgs) -> Result<()> {
+/// The cache a prepare/merge command writes to.
+fn cache_of(a: &PrepareArgs) -> Result<PathBuf> {
+    if let Some(c) = &a.cache {
+        return Ok(c.clone());
+    }
+    let exp = crate::experiment::load(&a.file, &a.set)
+        .map_err(|e| anyhow!("{}:\n{e}", a.file.display()))?;
+    Ok(experiment_cache_root(&exp))
+}
+
+/// Links (or copies) the finished file folders of `from/pieces` into `to/pieces`.
+fn import_pieces(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let src = super::pieces::pieces_root(from);
+    let dst = super::pieces::pieces_root(to);
+    let entries = std::fs::read_dir(&src).with_context(|| {
+        format!(
+            "{}: no tokenized pieces here; --from takes the cache (--cache) a `prepare --part` run used",
+            src.display()
+        )
+    })?;
+    let mut n = 0;
+    for e in entries {
+        let dir = e?.path();
+        let target = dst.join(dir.file_name().expect("a folder name"));
+        if super::pieces::file_done(&dir).is_none() || super::pieces::file_done(&target).is_some() {
+            continue;
+        }
+        let tmp = target.with_extension("importing");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        for f in std::fs::read_dir(&dir)? {
+            let f = f?.path();
+            let t = tmp.join(f.file_name().expect("a file name"));
+            if std::fs::hard_link(&f, &t).is_err() {
+                std::fs::copy(&f, &t).with_context(|| format!("copying {}", f.display()))?;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(&tmp, &target).with_context(|| format!("moving {}", target.display()))?;
+        n += 1;
+    }
+    eprintln!("imported {n} tokenized file(s) from {}", src.display());
+    Ok(())
+}
+
+fn run_prepare(a: &PrepareArgs, merge: bool) -> Result<()> {
     let exp = crate::experiment::load(&a.file, &a.set)
         .map_err(|e| anyhow!("{}:\n{e}", a.file.display()))?;
     let mut opts = PrepareOptions::new(
@@ -107,6 +224,13 @@ fn run_prepare(a: &PrepareArgs) -> Result<()> {
     );
     opts.hub.offline |= a.offline;
     opts.progress = !a.quiet;
+    if let Some(m) = a.memory.or(exp.data.memory_bytes()) {
+        opts.memory = m;
+    }
+    opts.threads = a.threads;
+    if merge && a.part.is_some() {
+        bail!("`doge data merge` joins every part; drop --part");
+    }
     let stages: Vec<_> = exp
         .stages
         .iter()
@@ -133,7 +257,27 @@ fn run_prepare(a: &PrepareArgs) -> Result<()> {
         if done.contains(&data) {
             continue;
         }
-        let p = prepare_report(&data, &tok, &opts)?;
+        if let Some((i, n)) = a.part {
+            let r = tokenize_part(&data, &tok, &opts, i, n)?;
+            println!(
+                "stage {}: part {i}/{n}: {} file(s), {:.1} MB, {} tokens in {:.1} s ({} pieces, {} finished before); run `doge data merge {}` once every part is done",
+                stage.id(),
+                r.files,
+                r.bytes as f64 / 1e6,
+                r.tokens,
+                r.seconds,
+                r.pieces,
+                r.pieces_reused,
+                a.file.display()
+            );
+            done.push(data);
+            continue;
+        }
+        let p = if merge {
+            merge_report(&data, &tok, &opts)?
+        } else {
+            prepare_report(&data, &tok, &opts)?
+        };
         println!(
             "stage {}: {} {}",
             stage.id(),

@@ -11,7 +11,8 @@ use super::shards::{Dtype, ShardFile};
 
 /// Version of the on-disk layout; part of every fingerprint.
 /// 2: SFT masks stop at the end-of-turn token (1 also covered the newlines after it).
-pub const FORMAT: u32 = 2;
+/// 3: streaming preparation; every order is a sort by seeded per-document keys.
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -38,6 +39,26 @@ pub struct Manifest {
     pub settings: DataSpec,
     /// Seconds the preparation took.
     pub seconds: f64,
+    /// How it ran (not part of the fingerprint: the rows do not depend on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<PrepareStats>,
+}
+
+/// How a preparation ran: its resources and what it reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrepareStats {
+    pub input_bytes: u64,
+    /// Tokenized pieces (see `doge::data::pieces`), and how many a killed run had finished.
+    pub pieces: u64,
+    pub pieces_reused: u64,
+    pub tokenize_seconds: f64,
+    /// The memory budget (bytes) and tokenizer threads.
+    pub memory: u64,
+    pub threads: usize,
+    /// Documents through the out-of-core shuffle (training copies and test documents).
+    pub shuffle_entries: u64,
+    /// Peak resident memory of the process (VmHWM), where /proc tells it.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

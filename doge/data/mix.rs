@@ -1,13 +1,78 @@
-//! Mixing: which documents are held out for the test split, and which (possibly repeated)
-//! documents of each source make up the training mix, in a seeded shuffled order.
+//! Mixing: which documents are held out for the test split, and in which seeded order each
+//! source's documents and the whole mix come.
+//!
+//! Every order is a sort by a 64-bit key hashed from the seed and the document's position, so
+//! a key is computed from one document alone: the streaming planner ([`super::plan`]) never
+//! holds a corpus-sized permutation, and the tokenizer trainer (which holds its sample in
+//! memory) holds out exactly the documents preparation holds out.
 
 use std::collections::HashSet;
 
 use anyhow::{bail, Result};
 
-use super::config::Budget;
 use super::docs::Doc;
-use super::rng::{permutation, SplitMix64};
+use super::rng::SplitMix64;
+
+/// The seeded keys that order documents.
+#[derive(Debug, Clone)]
+pub struct MixKeys {
+    sources: u64,
+    test: u64,
+    mix: u64,
+}
+
+/// SplitMix64's output function: a bijection on u64 that mixes every bit.
+fn finalize(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn hash2(base: u64, a: u64, b: u64) -> u64 {
+    finalize(base ^ finalize(a.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ finalize(b)))
+}
+
+impl MixKeys {
+    pub fn new(seed: u64) -> Self {
+        MixKeys {
+            sources: SplitMix64::derive(seed, "sources").next_u64(),
+            test: SplitMix64::derive(seed, "test").next_u64(),
+            mix: SplitMix64::derive(seed, "mix").next_u64(),
+        }
+    }
+
+    /// Document `j` of source `s` in the source's shuffled order: the smallest keys are held
+    /// out, the rest are taken for training in key order.
+    pub fn order(&self, s: usize, j: u64) -> u64 {
+        hash2(self.sources, s as u64, j)
+    }
+
+    /// The test split's order.
+    pub fn test(&self, s: usize, j: u64) -> u64 {
+        hash2(self.test, s as u64, j)
+    }
+
+    /// Copy `r` of training document `j` of source `s` in the mix's order.
+    pub fn mix(&self, s: usize, j: u64, r: u64) -> u64 {
+        hash2(self.mix, ((s as u64) << 48) ^ j, r)
+    }
+}
+
+/// How many documents each source gives to the test split: `n_test` shared out by weight
+/// (largest remainder), each source keeping at least one training document.
+pub fn test_counts(docs: &[u64], weights: &[f64], n_test: usize) -> Result<Vec<usize>> {
+    let available: Vec<usize> = docs
+        .iter()
+        .map(|&d| (d as usize).saturating_sub(1))
+        .collect();
+    let total_available: usize = available.iter().sum();
+    if n_test > total_available {
+        bail!(
+            "data.test-examples {n_test} is more than the sources can spare ({total_available} documents, keeping one per source for training); lower it"
+        );
+    }
+    Ok(share_out(n_test, weights, &available))
+}
 
 /// One source's documents split into training and test, as indices into its documents; the
 /// training indices are in the source's shuffled order.
@@ -17,31 +82,23 @@ pub struct Holdout {
     pub test: Vec<usize>,
 }
 
-/// Splits `n_test` documents off the sources, shared out by weight (largest remainder), each
-/// source keeping at least one training document. A training document whose text equals a
-/// test document's is dropped, so no held-out text is ever trained on.
+/// The held-out split of documents in memory (the tokenizer trainer's view; preparation
+/// computes the same split streaming). A training document whose text equals a test
+/// document's is dropped, so no held-out text is ever trained on.
 pub fn holdout(
     docs: &[Vec<Doc>],
     weights: &[f64],
     n_test: usize,
     seed: u64,
 ) -> Result<Vec<Holdout>> {
-    let available: Vec<usize> = docs.iter().map(|d| d.len().saturating_sub(1)).collect();
-    let total_available: usize = available.iter().sum();
-    if n_test > total_available {
-        bail!(
-            "data.test-examples {n_test} is more than the sources can spare ({total_available} documents, keeping one per source for training); lower it"
-        );
-    }
-    let counts = share_out(n_test, weights, &available);
-    let mut out = Vec::with_capacity(docs.len());
+    let keys = MixKeys::new(seed);
+    let n: Vec<u64> = docs.iter().map(|d| d.len() as u64).collect();
+    let counts = test_counts(&n, weights, n_test)?;
     let mut split: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
-    for (i, d) in docs.iter().enumerate() {
-        let order = permutation(
-            d.len(),
-            &mut SplitMix64::derive(seed, &format!("source{i}")),
-        );
-        let (test, train) = order.split_at(counts[i]);
+    for (s, d) in docs.iter().enumerate() {
+        let mut order: Vec<usize> = (0..d.len()).collect();
+        order.sort_by_key(|&j| (keys.order(s, j as u64), j));
+        let (test, train) = order.split_at(counts[s]);
         split.push((train.to_vec(), test.to_vec()));
     }
     let held: HashSet<u64> = split
@@ -49,15 +106,12 @@ pub fn holdout(
         .enumerate()
         .flat_map(|(i, (_, test))| test.iter().map(move |&j| docs[i][j].content_key()))
         .collect();
+    let mut out = Vec::with_capacity(docs.len());
     for (i, (train, test)) in split.into_iter().enumerate() {
-        let train: Vec<usize> = if held.is_empty() {
-            train
-        } else {
-            train
-                .into_iter()
-                .filter(|&j| !held.contains(&docs[i][j].content_key()))
-                .collect()
-        };
+        let train: Vec<usize> = train
+            .into_iter()
+            .filter(|&j| !held.contains(&docs[i][j].content_key()))
+            .collect();
         if train.is_empty() {
             bail!("data.source[{i}]: every document is also in the test split; add data or lower data.test-examples");
         }
@@ -101,74 +155,6 @@ pub fn share_out(total: usize, weights: &[f64], caps: &[usize]) -> Vec<usize> {
         open.retain(|&i| counts[i] < caps[i]);
     }
     counts
-}
-
-/// A training document of the mix: source and document index.
-pub type Pick = (usize, usize);
-
-/// Chooses each source's training documents for the budget, cycling through a source's
-/// shuffled documents when the budget asks for more than it has, then shuffles the whole mix.
-/// `lens[s][j]` is the token count of document `j` of source `s`.
-pub fn select(
-    holdouts: &[Holdout],
-    lens: &[Vec<usize>],
-    weights: &[f64],
-    budget: Budget,
-    seed: u64,
-) -> Result<Vec<Pick>> {
-    let wsum: f64 = weights.iter().sum();
-    let share: Vec<f64> = weights.iter().map(|w| w / wsum).collect();
-    let tokens: Vec<u64> = holdouts
-        .iter()
-        .enumerate()
-        .map(|(s, h)| h.train.iter().map(|&j| lens[s][j] as u64).sum())
-        .collect();
-    let mut picks: Vec<Pick> = Vec::new();
-    match budget {
-        Budget::Examples(n) => {
-            let caps = vec![usize::MAX; weights.len()];
-            let counts = share_out(n as usize, weights, &caps);
-            for (s, h) in holdouts.iter().enumerate() {
-                picks.extend((0..counts[s]).map(|k| (s, h.train[k % h.train.len()])));
-            }
-        }
-        Budget::Tokens(_) | Budget::NoRepeat => {
-            let total = match budget {
-                Budget::Tokens(t) => t as f64,
-                // The scarcest source (relative to its weight) is used exactly once.
-                _ => (0..weights.len())
-                    .map(|s| tokens[s] as f64 / share[s])
-                    .fold(f64::INFINITY, f64::min),
-            };
-            for (s, h) in holdouts.iter().enumerate() {
-                let target = if matches!(budget, Budget::NoRepeat)
-                    && tokens[s] as f64 <= total * share[s] + 0.5
-                {
-                    tokens[s] as f64
-                } else {
-                    total * share[s]
-                };
-                let mut acc = 0f64;
-                let mut k = 0usize;
-                while acc < target {
-                    let j = h.train[k % h.train.len()];
-                    let len = lens[s][j] as f64;
-                    // Stop before a document that would overshoot more than stopping undershoots.
-                    if acc + len - target > target - acc {
-                        break;
-                    }
-                    acc += len;
-                    picks.push((s, j));
-                    k += 1;
-                }
-            }
-        }
-    }
-    if picks.is_empty() {
-        bail!("the mix is empty: the budget is smaller than one document");
-    }
-    SplitMix64::derive(seed, "mix").shuffle(&mut picks);
-    Ok(picks)
 }
 
 #[cfg(test)]

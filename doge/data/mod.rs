@@ -12,14 +12,19 @@ pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod docs;
+pub mod encode;
 pub mod hub;
 pub mod manifest;
 pub mod mix;
 pub mod pack;
+pub mod pieces;
+pub mod plan;
 pub mod prepare;
 pub mod progress;
+pub mod reader;
 pub mod rng;
 pub mod shards;
+pub mod shuffle;
 pub mod sources;
 pub mod tokenizer;
 
@@ -31,7 +36,9 @@ pub use config::{Budget, DataSpec, Kind, SourceSpec, TextUnit};
 pub use dataset::{DpoRow, TokenDataset};
 pub use hub::HubOptions;
 pub use manifest::Manifest;
-pub use prepare::{prepare, prepare_report, PrepareOptions, Prepared};
+pub use prepare::{
+    merge_report, prepare, prepare_report, tokenize_part, PartReport, PrepareOptions, Prepared,
+};
 pub use tokenizer::{ensure_tokenizer, DogeTokenizer, TokenizerSpec};
 
 use crate::experiment::{Experiment, Stage};

@@ -1,37 +1,52 @@
-//! `prepare`: sources -> documents -> held-out split -> parallel tokenization -> weighted mix ->
-//! shuffled rows in shards, in a directory named by the fingerprint of everything that went in.
+//! `prepare`: sources -> tokenized pieces (streamed, all cores, resumable) -> the mix plan
+//! (held-out split, budgets) -> an out-of-core shuffle -> rows in shards, in a directory named
+//! by the fingerprint of everything that went in. Memory stays within [`PrepareOptions::memory`]
+//! whatever the corpus size: documents are tokenized in bounded batches and stored as pieces,
+//! the plan reads their records in passes, and the shuffle holds one bucket at a time.
 
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
-use rayon::prelude::*;
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::config::{DataSpec, Kind};
-use super::docs::Doc;
 use super::hub::HubOptions;
-use super::manifest::{Manifest, SourceInfo, SplitInfo, TokenizerInfo, FORMAT};
-use super::mix::{self, Pick};
+use super::manifest::{Manifest, PrepareStats, SourceInfo, SplitInfo, TokenizerInfo, FORMAT};
+use super::mix::MixKeys;
 use super::pack::{pad_row, Packer};
+use super::pieces::{self, FileDone, PieceIndex, TokenFetcher, TokenizeJob};
+use super::plan::{plan, Plan};
 use super::progress::Progress;
-use super::rng::SplitMix64;
-use super::shards::{write_u32s, write_u64s, Dtype, ShardWriter};
+use super::shards::{Dtype, ShardWriter};
+use super::shuffle::{Buckets, Entry, Scatter};
 use super::sources::{self, ResolvedSource};
 use super::tokenizer::DogeTokenizer;
 
 /// Shard files stay below this size.
 const SHARD_BYTES: u64 = 1 << 30;
 
+/// The default memory budget.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+
 /// Where and how to prepare.
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
-    /// Datasets go to `<cache_root>/<fingerprint>/` (default `runs/data`).
+    /// Datasets go to `<cache_root>/<fingerprint>/` (default `runs/data`), tokenized pieces to
+    /// `<cache_root>/pieces/`.
     pub cache_root: PathBuf,
     pub hub: HubOptions,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// Bytes of buffers (document batches in flight, one shuffle bucket) preparation may hold;
+    /// the tokenizer and the process itself come on top.
+    pub memory: u64,
+    /// Tokenizer threads; `None`: every core.
+    pub threads: Option<usize>,
 }
 
 impl PrepareOptions {
@@ -40,6 +55,28 @@ impl PrepareOptions {
             cache_root: cache_root.into(),
             hub: HubOptions::from_env(),
             progress: true,
+            memory: DEFAULT_MEMORY,
+            threads: None,
+        }
+    }
+
+    fn batch_bytes(&self) -> usize {
+        (self.memory / 16).clamp(64 << 10, 32 << 20) as usize
+    }
+
+    fn bucket_bytes(&self) -> usize {
+        (self.memory / 4).max(64 << 10) as usize
+    }
+
+    /// Runs `f` on a pool of `threads` threads (else on the global pool).
+    fn install<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        match self.threads {
+            None => f(),
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .context("starting the tokenizer threads")?
+                .install(f),
         }
     }
 }
@@ -51,6 +88,18 @@ pub struct Prepared {
     pub manifest: Manifest,
     /// The fingerprint existed: nothing was written.
     pub reused: bool,
+}
+
+/// What `tokenize_part` did.
+#[derive(Debug, Clone)]
+pub struct PartReport {
+    pub files: usize,
+    pub bytes: u64,
+    pub tokens: u64,
+    /// Pieces found finished from an earlier (killed) run, and pieces tokenized now.
+    pub pieces_reused: u64,
+    pub pieces: u64,
+    pub seconds: f64,
 }
 
 /// Prepares `data` with `tok` and returns the dataset directory; a no-op returning the existing
@@ -65,6 +114,65 @@ pub fn prepare_report(
     tok: &DogeTokenizer,
     opts: &PrepareOptions,
 ) -> Result<Prepared> {
+    opts.install(|| run(data, tok, opts, Mode::Whole))
+}
+
+/// Like [`prepare_report`], but every input file must already be tokenized (by `--part` runs):
+/// `doge data merge`.
+pub fn merge_report(
+    data: &DataSpec,
+    tok: &DogeTokenizer,
+    opts: &PrepareOptions,
+) -> Result<Prepared> {
+    opts.install(|| run(data, tok, opts, Mode::Merge))
+}
+
+/// Tokenizes part `part` (1-based) of `parts` of the inputs: every `parts`-th file, starting at
+/// file `part - 1` in the order of the sources and their files. Pieces go to the cache, where
+/// [`merge_report`] (or a whole run) finds them.
+pub fn tokenize_part(
+    data: &DataSpec,
+    tok: &DogeTokenizer,
+    opts: &PrepareOptions,
+    part: usize,
+    parts: usize,
+) -> Result<PartReport> {
+    if parts == 0 || part == 0 || part > parts {
+        bail!("--part {part}/{parts}: give I/N with 1 <= I <= N");
+    }
+    opts.install(|| {
+        check(data, tok)?;
+        let resolved = sources::resolve(data, &opts.hub)?;
+        let start = Instant::now();
+        let mut k = 0usize;
+        let mut mine = Vec::new();
+        for r in &resolved {
+            for f in 0..r.files.len() {
+                if k % parts == part - 1 {
+                    mine.push((r.index, f));
+                }
+                k += 1;
+            }
+        }
+        let t = tokenize(data, tok, opts, &resolved, &mine)?;
+        Ok(PartReport {
+            files: mine.len(),
+            bytes: mine.iter().map(|&(s, f)| resolved[s].files[f].bytes).sum(),
+            tokens: t.iter().map(|d| d.2.tokens).sum(),
+            pieces_reused: t.iter().map(|d| d.3 as u64).sum(),
+            pieces: t.iter().map(|d| d.2.pieces as u64).sum(),
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Whole,
+    Merge,
+}
+
+fn check(data: &DataSpec, tok: &DogeTokenizer) -> Result<()> {
     data.check()?;
     if data.kind != Kind::Pretrain && !tok.has_chat_template() {
         bail!(
@@ -73,44 +181,126 @@ pub fn prepare_report(
             tok.dir.display()
         );
     }
+    Ok(())
+}
+
+/// Tokenizes the files `which` ((source, file) pairs), resuming finished pieces. Returns per
+/// file: source, file, what it holds, pieces reused.
+fn tokenize(
+    data: &DataSpec,
+    tok: &DogeTokenizer,
+    opts: &PrepareOptions,
+    resolved: &[ResolvedSource],
+    which: &[(usize, usize)],
+) -> Result<Vec<(usize, usize, FileDone, u32)>> {
+    let total: u64 = which.iter().map(|&(s, f)| resolved[s].files[f].bytes).sum();
+    let bar = Progress::bytes(opts.progress, total, "tokenizing");
+    let root = pieces::pieces_root(&opts.cache_root);
+    let dtype = Dtype::for_vocab(tok.vocab_size());
+    let mut out = Vec::with_capacity(which.len());
+    for &(s, f) in which {
+        let r = &resolved[s];
+        let file = &r.files[f];
+        let job = TokenizeJob {
+            tok,
+            kind: data.kind,
+            spec: &r.spec,
+            dtype,
+            batch_bytes: opts.batch_bytes(),
+            bar: &bar,
+        };
+        let dir = root.join(pieces::file_key(file, &r.spec, data.kind, tok));
+        let (done, reused) = pieces::tokenize_file(&dir, file, &job)
+            .with_context(|| format!("data.source[{s}] `{}`", r.spec.from))?;
+        out.push((s, f, done, reused));
+    }
+    bar.finish();
+    Ok(out)
+}
+
+fn run(
+    data: &DataSpec,
+    tok: &DogeTokenizer,
+    opts: &PrepareOptions,
+    mode: Mode,
+) -> Result<Prepared> {
+    check(data, tok)?;
     let resolved = sources::resolve(data, &opts.hub)?;
     let fingerprint = fingerprint(data, &resolved, tok);
     let dir = opts.cache_root.join(&fingerprint[..16]);
     if dir.join("manifest.json").exists() {
         return Ok(Prepared {
-            manifest: super::manifest::Manifest::read(&dir)?,
+            manifest: Manifest::read(&dir)?,
             dir,
             reused: true,
         });
     }
     let start = Instant::now();
 
-    let read = Progress::new(opts.progress, resolved.len() as u64, "reading", "sources");
-    let mut docs: Vec<Vec<Doc>> = Vec::new();
-    for s in &resolved {
-        docs.push(sources::read_docs(s, data.kind)?);
-        read.inc(1, 0);
+    // 1. Tokenize every file (or, merging, find every file tokenized).
+    let all: Vec<(usize, usize)> = resolved
+        .iter()
+        .flat_map(|r| (0..r.files.len()).map(move |f| (r.index, f)))
+        .collect();
+    let root = pieces::pieces_root(&opts.cache_root);
+    let tokenized = match mode {
+        Mode::Whole => tokenize(data, tok, opts, &resolved, &all)?,
+        Mode::Merge => {
+            let mut found = Vec::new();
+            let mut missing = Vec::new();
+            for &(s, f) in &all {
+                let r = &resolved[s];
+                let key = pieces::file_key(&r.files[f], &r.spec, data.kind, tok);
+                match pieces::file_done(&root.join(&key)) {
+                    Some(d) => found.push((s, f, d, 0)),
+                    None => missing.push(r.files[f].path.display().to_string()),
+                }
+            }
+            pieces::require_done(&missing)?;
+            found
+        }
+    };
+    let tokenize_seconds = start.elapsed().as_secs_f64();
+    let mut files: Vec<Vec<(PathBuf, FileDone)>> = vec![Vec::new(); resolved.len()];
+    for (s, f, done, _) in &tokenized {
+        let r = &resolved[*s];
+        files[*s].push((
+            root.join(pieces::file_key(&r.files[*f], &r.spec, data.kind, tok)),
+            done.clone(),
+        ));
     }
-    read.finish();
+    for (s, r) in resolved.iter().enumerate() {
+        if files[s].iter().all(|(_, d)| d.docs == 0) {
+            bail!(
+                "data.source[{s}] `{}`: no documents in {} file(s) ({}); the corpus is empty or only whitespace",
+                r.spec.from,
+                r.files.len(),
+                r.files.iter().take(3).map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let docs: Vec<u64> = files
+        .iter()
+        .map(|f| f.iter().map(|(_, d)| d.docs).sum())
+        .collect();
+    let index = PieceIndex::new(&files);
 
+    // 2. Plan the mix.
     let weights: Vec<f64> = data.sources.iter().map(|s| s.weight).collect();
-    let holdouts = mix::holdout(&docs, &weights, data.test_examples, data.shuffle_seed)?;
-    let encoded = tokenize(&docs, tok, data.kind, &resolved, opts.progress)?;
-    drop(docs);
-    let lens: Vec<Vec<usize>> = encoded
-        .iter()
-        .map(|e| e.iter().map(|d| d.ids.len()).collect())
-        .collect();
-    let train_picks = mix::select(&holdouts, &lens, &weights, data.budget, data.shuffle_seed)?;
-    let mut test_picks: Vec<Pick> = holdouts
-        .iter()
-        .enumerate()
-        .flat_map(|(s, h)| h.test.iter().map(move |&j| (s, j)))
-        .collect();
-    SplitMix64::derive(data.shuffle_seed, "test").shuffle(&mut test_picks);
+    let keys = MixKeys::new(data.shuffle_seed);
+    let plan = plan(
+        &index,
+        &docs,
+        &weights,
+        data.test_examples,
+        data.budget,
+        &keys,
+    )?;
 
+    // 3. Shuffle out of core and write the rows.
     std::fs::create_dir_all(&opts.cache_root)
         .with_context(|| format!("creating {}", opts.cache_root.display()))?;
+    remove_stale_temporaries(&opts.cache_root, &fingerprint[..16]);
     let tmp = opts.cache_root.join(format!(
         ".{}-tmp-{}",
         &fingerprint[..16],
@@ -118,6 +308,8 @@ pub fn prepare_report(
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let (train_buckets, test_buckets) = scatter(&tmp.join("buckets"), &index, &plan, &keys, opts)?;
+    let n_buckets = (train_buckets.entries, test_buckets.entries);
 
     let vocab_size = tok.vocab_size();
     let dtype = Dtype::for_vocab(vocab_size);
@@ -139,22 +331,33 @@ pub fn prepare_report(
         rows_per_shard,
         pad_id: tok.pad_id.unwrap_or(tok.eos_id),
     };
+    let mut fetch = TokenFetcher::new(&index, dtype);
     let train = write_split(
         &tmp,
         "train",
-        &train_picks,
-        &encoded,
+        train_buckets,
+        &mut fetch,
         &layout,
         opts.progress,
     )?;
-    let test = write_split(&tmp, "test", &test_picks, &encoded, &layout, opts.progress)?;
+    let test = write_split(
+        &tmp,
+        "test",
+        test_buckets,
+        &mut fetch,
+        &layout,
+        opts.progress,
+    )?;
+    let _ = std::fs::remove_dir_all(tmp.join("buckets"));
     if train.rows == 0 {
+        let _ = std::fs::remove_dir_all(&tmp);
         bail!(
             "the training mix holds {} tokens, fewer than one row of {row_len}; add data or lower data.seq-len",
             train.tokens + train.dropped_tokens
         );
     }
     if data.test_examples > 0 && test.rows == 0 {
+        let _ = std::fs::remove_dir_all(&tmp);
         bail!(
             "the {} test documents hold {} tokens, fewer than one row of {row_len}; raise data.test-examples",
             test.documents,
@@ -162,29 +365,34 @@ pub fn prepare_report(
         );
     }
 
-    let total_train: u64 = train_picks.iter().map(|&(s, j)| lens[s][j] as u64).sum();
+    let total_train = plan.train_tokens();
     let sources = resolved
         .iter()
-        .enumerate()
-        .map(|(s, r)| {
-            let picked: Vec<&Pick> = train_picks.iter().filter(|p| p.0 == s).collect();
-            let tokens: u64 = picked.iter().map(|&&(_, j)| lens[s][j] as u64).sum();
-            let unique: u64 = holdouts[s].train.iter().map(|&j| lens[s][j] as u64).sum();
-            SourceInfo {
-                name: r.name.clone(),
-                from: r.spec.from.clone(),
-                weight: r.spec.weight,
-                files: r.files.len(),
-                bytes: r.bytes(),
-                documents: lens[s].len() as u64,
-                test_documents: holdouts[s].test.len() as u64,
-                train_documents: picked.len() as u64,
-                train_tokens: tokens,
-                share: tokens as f64 / total_train.max(1) as f64,
-                epochs: tokens as f64 / unique.max(1) as f64,
-            }
+        .zip(&plan.sources)
+        .map(|(r, sp)| SourceInfo {
+            name: r.name.clone(),
+            from: r.spec.from.clone(),
+            weight: r.spec.weight,
+            files: r.files.len(),
+            bytes: r.bytes(),
+            documents: sp.documents,
+            test_documents: sp.test.len() as u64,
+            train_documents: sp.picked_docs,
+            train_tokens: sp.picked_tokens,
+            share: sp.picked_tokens as f64 / total_train.max(1) as f64,
+            epochs: sp.picked_tokens as f64 / sp.unique_tokens.max(1) as f64,
         })
         .collect();
+    let stats = PrepareStats {
+        input_bytes: resolved.iter().map(|r| r.bytes()).sum(),
+        pieces: tokenized.iter().map(|t| t.2.pieces as u64).sum(),
+        pieces_reused: tokenized.iter().map(|t| t.3 as u64).sum(),
+        tokenize_seconds,
+        memory: opts.memory,
+        threads: rayon::current_num_threads(),
+        shuffle_entries: n_buckets.0 + n_buckets.1,
+        peak_rss_bytes: crate::bench::stats::peak_rss_bytes(),
+    };
     let manifest = Manifest {
         format: FORMAT,
         fingerprint: fingerprint.clone(),
@@ -207,6 +415,7 @@ pub fn prepare_report(
         sources,
         settings: data.clone(),
         seconds: start.elapsed().as_secs_f64(),
+        stats: Some(stats),
     };
     manifest.write(&tmp)?;
     if let Err(e) = std::fs::rename(&tmp, &dir) {
@@ -222,6 +431,63 @@ pub fn prepare_report(
         manifest,
         reused: false,
     })
+}
+
+/// Temporary directories of this fingerprint left by killed runs (their process is gone).
+fn remove_stale_temporaries(root: &Path, fp: &str) {
+    let prefix = format!(".{fp}-tmp-");
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Puts every training copy and test document into shuffle buckets by its mix key.
+fn scatter(
+    dir: &Path,
+    index: &PieceIndex,
+    plan: &Plan,
+    keys: &MixKeys,
+    opts: &PrepareOptions,
+) -> Result<(Buckets, Buckets)> {
+    let bucket_bytes = opts.bucket_bytes();
+    let mut train = Scatter::new(dir, "train", plan.train_entries(), bucket_bytes)?;
+    let n_test: u64 = plan.sources.iter().map(|s| s.test.len() as u64).sum();
+    let mut test = Scatter::new(dir, "test", n_test, bucket_bytes)?;
+    let held: &HashSet<u64> = &plan.held;
+    for (s, sp) in plan.sources.iter().enumerate() {
+        for t in &sp.test {
+            test.push(Entry {
+                key: keys.test(s, t.j),
+                piece: t.piece,
+                rec: t.rec,
+            })?;
+        }
+        let mut j = 0u64;
+        index.for_each_doc(s, |piece, rec| {
+            for r in 0..sp.copies(held, j, keys.order(s, j), rec) {
+                train.push(Entry {
+                    key: keys.mix(s, j, r),
+                    piece,
+                    rec: *rec,
+                })?;
+            }
+            j += 1;
+            Ok(())
+        })?;
+    }
+    Ok((train.finish()?, test.finish()?))
 }
 
 /// sha256 of the layout version, the settings that change the rows, every input file's
@@ -245,125 +511,6 @@ fn fingerprint(data: &DataSpec, resolved: &[ResolvedSource], tok: &DogeTokenizer
     format!("{:x}", Sha256::digest(v.to_string().as_bytes()))
 }
 
-/// One document's tokens: for SFT with its assistant mask, for DPO with the ends of the prompt
-/// and of the chosen answer (`ids` = prompt + chosen + rejected).
-pub struct Encoded {
-    pub ids: Vec<u32>,
-    pub mask: Vec<u8>,
-    pub cuts: [usize; 2],
-}
-
-/// Tokenizes every document in parallel, appending eos to each (as TRL's pretraining pipeline
-/// does when it is missing).
-fn tokenize(
-    docs: &[Vec<Doc>],
-    tok: &DogeTokenizer,
-    kind: Kind,
-    resolved: &[ResolvedSource],
-    show: bool,
-) -> Result<Vec<Vec<Encoded>>> {
-    let total: usize = docs.iter().map(Vec::len).sum();
-    let bar = Progress::new(show, total as u64, "tokenizing", "docs");
-    let out = docs
-        .iter()
-        .enumerate()
-        .map(|(s, d)| {
-            d.par_chunks(64)
-                .enumerate()
-                .flat_map_iter(|(c, chunk)| {
-                    let res: Vec<Result<Encoded>> = chunk
-                        .iter()
-                        .enumerate()
-                        .map(|(k, doc)| {
-                            encode_doc(doc, tok, kind).with_context(|| {
-                                format!(
-                                    "data.source[{s}] `{}`: document {}",
-                                    resolved[s].spec.from,
-                                    c * 64 + k
-                                )
-                            })
-                        })
-                        .collect();
-                    let n: u64 = res
-                        .iter()
-                        .map(|r| r.as_ref().map_or(0, |e| e.ids.len() as u64))
-                        .sum();
-                    bar.inc(chunk.len() as u64, n);
-                    res
-                })
-                .collect::<Result<Vec<Encoded>>>()
-        })
-        .collect::<Result<Vec<_>>>();
-    bar.finish();
-    out
-}
-
-/// Tokens of one document for `kind`.
-pub fn encode_doc(doc: &Doc, tok: &DogeTokenizer, kind: Kind) -> Result<Encoded> {
-    let eos = tok.eos_id;
-    let close = |ids: &mut Vec<u32>, mask: &mut Vec<u8>, with_mask: bool| {
-        if ids.last() != Some(&eos) {
-            ids.push(eos);
-            if with_mask {
-                mask.push(0);
-            }
-        }
-    };
-    match (kind, doc) {
-        (Kind::Pretrain, Doc::Text(t)) => {
-            let mut ids = tok.encode(t, true)?;
-            close(&mut ids, &mut Vec::new(), false);
-            Ok(Encoded {
-                ids,
-                mask: Vec::new(),
-                cuts: [0; 2],
-            })
-        }
-        (Kind::Pretrain, Doc::Chat(m)) => {
-            let mut ids = tok.encode_chat(m, false)?;
-            close(&mut ids, &mut Vec::new(), false);
-            Ok(Encoded {
-                ids,
-                mask: Vec::new(),
-                cuts: [0; 2],
-            })
-        }
-        (Kind::Sft, Doc::Chat(m)) => {
-            let (mut ids, mut mask) = tok.encode_chat_with_mask(m)?;
-            close(&mut ids, &mut mask, true);
-            Ok(Encoded {
-                ids,
-                mask,
-                cuts: [0; 2],
-            })
-        }
-        (
-            Kind::Dpo,
-            Doc::Pair {
-                prompt,
-                chosen,
-                rejected,
-            },
-        ) => {
-            // TRL: the prompt through the chat template with the generation prompt; answers
-            // tokenized plain, each followed by eos.
-            let mut ids = tok.encode_chat(prompt, true)?;
-            let p = ids.len();
-            ids.extend(tok.encode(chosen, false)?);
-            ids.push(eos);
-            let c = ids.len();
-            ids.extend(tok.encode(rejected, false)?);
-            ids.push(eos);
-            Ok(Encoded {
-                ids,
-                mask: Vec::new(),
-                cuts: [p, c],
-            })
-        }
-        (k, _) => Err(anyhow!("this row does not fit {} data", k.as_str())),
-    }
-}
-
 struct Layout {
     kind: Kind,
     packing: bool,
@@ -373,18 +520,46 @@ struct Layout {
     pad_id: u32,
 }
 
-/// Writes the rows of one split.
+/// Little-endian u64 or u32 values written as they come (DPO offsets, unpacked lengths).
+struct ValueFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl ValueFile {
+    fn create(path: PathBuf) -> Result<Self> {
+        let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ValueFile {
+            out: BufWriter::with_capacity(1 << 20, f),
+            path,
+        })
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.out
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// Writes the rows of one split, in the buckets' key order.
 fn write_split(
     dir: &Path,
     name: &str,
-    picks: &[Pick],
-    enc: &[Vec<Encoded>],
+    buckets: Buckets,
+    fetch: &mut TokenFetcher,
     l: &Layout,
     show: bool,
 ) -> Result<SplitInfo> {
-    let bar = Progress::new(show, picks.len() as u64, &format!("{name} rows"), "docs");
+    let bar = Progress::new(show, buckets.entries, &format!("{name} rows"), "docs");
     let mut info = SplitInfo {
-        documents: picks.len() as u64,
+        documents: buckets.entries,
         ..Default::default()
     };
     let mut tokens = ShardWriter::new(dir, name, "tokens", l.dtype, l.rows_per_shard);
@@ -396,32 +571,39 @@ fn write_split(
         Dtype::U8,
         l.rows_per_shard,
     );
-    match l.kind {
+    let mut packer = Packer::new(l.row_len.max(1), with_mask);
+    let (index_file, lens_file) = (format!("{name}.index"), format!("{name}.lens"));
+    let mut side = match l.kind {
         Kind::Dpo => {
-            let mut index = vec![0u64];
-            for &(s, j) in picks {
-                let e = &enc[s][j];
-                for seg in [
-                    &e.ids[..e.cuts[0]],
-                    &e.ids[e.cuts[0]..e.cuts[1]],
-                    &e.ids[e.cuts[1]..],
-                ] {
+            let mut f = ValueFile::create(dir.join(&index_file))?;
+            f.push(&0u64.to_le_bytes())?;
+            Some(f)
+        }
+        _ if !l.packing => Some(ValueFile::create(dir.join(&lens_file))?),
+        _ => None,
+    };
+    let mut offset = 0u64;
+    buckets.drain_sorted(|e| {
+        let ids = fetch.tokens(e.piece, &e.rec)?;
+        let mask = if with_mask {
+            Some(fetch.mask(e.piece, &e.rec)?)
+        } else {
+            None
+        };
+        match l.kind {
+            Kind::Dpo => {
+                let side = side.as_mut().expect("an index file");
+                let [p, c] = [e.rec.cuts[0] as usize, e.rec.cuts[1] as usize];
+                for seg in [&ids[..p], &ids[p..c], &ids[c..]] {
                     tokens.push(seg)?;
-                    index.push(index.last().expect("starts with 0") + seg.len() as u64);
+                    offset += seg.len() as u64;
+                    side.push(&offset.to_le_bytes())?;
                 }
                 info.rows += 1;
-                info.tokens += e.ids.len() as u64;
-                bar.inc(1, e.ids.len() as u64);
+                info.tokens += ids.len() as u64;
             }
-            let file = format!("{name}.index");
-            write_u64s(&dir.join(&file), &index)?;
-            info.index = Some(file);
-        }
-        _ if l.packing => {
-            let mut packer = Packer::new(l.row_len, with_mask);
-            for &(s, j) in picks {
-                let e = &enc[s][j];
-                for row in packer.push(&e.ids, with_mask.then_some(&e.mask[..])) {
+            _ if l.packing => {
+                for row in packer.push(&ids, mask.as_deref()) {
                     tokens.push(&row.tokens)?;
                     if let Some(m) = &row.mask {
                         masks.push(m)?;
@@ -429,34 +611,31 @@ fn write_split(
                     info.rows += 1;
                     info.tokens += l.row_len as u64;
                 }
-                bar.inc(1, e.ids.len() as u64);
             }
-            info.dropped_tokens = packer.leftover() as u64;
-        }
-        _ => {
-            let mut lens = Vec::with_capacity(picks.len());
-            for &(s, j) in picks {
-                let e = &enc[s][j];
-                let (row, mask, len) = pad_row(
-                    &e.ids,
-                    with_mask.then_some(&e.mask[..]),
-                    l.row_len,
-                    l.pad_id,
-                );
+            _ => {
+                let (row, mask, len) = pad_row(&ids, mask.as_deref(), l.row_len, l.pad_id);
                 tokens.push(&row)?;
                 if let Some(m) = &mask {
                     masks.push(m)?;
                 }
-                lens.push(len as u32);
+                side.as_mut()
+                    .expect("a lens file")
+                    .push(&(len as u32).to_le_bytes())?;
                 info.rows += 1;
                 info.tokens += len as u64;
-                info.dropped_tokens += (e.ids.len() - len) as u64;
-                bar.inc(1, e.ids.len() as u64);
+                info.dropped_tokens += (ids.len() - len) as u64;
             }
-            let file = format!("{name}.lens");
-            write_u32s(&dir.join(&file), &lens)?;
-            info.lens = Some(file);
         }
+        bar.inc(1, ids.len() as u64);
+        Ok(())
+    })?;
+    match l.kind {
+        Kind::Dpo => info.index = Some(index_file),
+        _ if l.packing => info.dropped_tokens = packer.leftover() as u64,
+        _ => info.lens = Some(lens_file),
+    }
+    if let Some(f) = side {
+        f.finish()?;
     }
     info.shards = tokens.finish()?;
     info.masks = masks.finish()?;

@@ -34,6 +34,27 @@ impl Progress {
         }
     }
 
+    /// A bar over input bytes: MB/s, ETA, and tokens per second.
+    pub fn bytes(show: bool, total: u64, step: &str) -> Self {
+        let bar = if show {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::hidden()
+        };
+        let style = ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} ({decimal_bytes_per_sec}, ETA {eta}) {msg} {elapsed}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(step.to_string());
+        Progress {
+            bar,
+            start: Instant::now(),
+            tokens: AtomicU64::new(0),
+        }
+    }
+
     /// Counts `items` done and `tokens` produced.
     pub fn inc(&self, items: u64, tokens: u64) {
         let t = self.tokens.fetch_add(tokens, Ordering::Relaxed) + tokens;

@@ -35,6 +35,34 @@ impl Dtype {
             Dtype::U32 => 4,
         }
     }
+
+    /// Appends `values` as little-endian elements (values must fit; callers check the vocab).
+    pub fn encode<T: Copy + Into<u32>>(self, values: &[T], out: &mut Vec<u8>) {
+        out.reserve(values.len() * self.bytes());
+        for &v in values {
+            let v: u32 = v.into();
+            match self {
+                Dtype::U8 => out.push(v as u8),
+                Dtype::U16 => out.extend_from_slice(&(v as u16).to_le_bytes()),
+                Dtype::U32 => out.extend_from_slice(&v.to_le_bytes()),
+            }
+        }
+    }
+
+    /// The elements of little-endian `bytes`.
+    pub fn decode(self, bytes: &[u8]) -> Vec<u32> {
+        match self {
+            Dtype::U8 => bytes.iter().map(|&v| v as u32).collect(),
+            Dtype::U16 => bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+                .collect(),
+            Dtype::U32 => bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        }
+    }
 }
 
 /// One file of a split.
@@ -96,15 +124,8 @@ impl ShardWriter {
             });
         }
         let out = self.out.as_mut().expect("opened above");
-        let mut buf = Vec::with_capacity(row.len() * self.dtype.bytes());
-        for &v in row {
-            let v: u32 = v.into();
-            match self.dtype {
-                Dtype::U8 => buf.push(v as u8),
-                Dtype::U16 => buf.extend_from_slice(&(v as u16).to_le_bytes()),
-                Dtype::U32 => buf.extend_from_slice(&v.to_le_bytes()),
-            }
-        }
+        let mut buf = Vec::new();
+        self.dtype.encode(row, &mut buf);
         out.write_all(&buf).context("writing a shard")?;
         let f = self.files.last_mut().expect("pushed above");
         f.rows += 1;
@@ -193,18 +214,7 @@ impl ShardReader {
     fn read(&self, shard: usize, start: usize, len: usize) -> Vec<u32> {
         let b = self.dtype.bytes();
         let data: &[u8] = self.maps[shard].as_deref().unwrap_or(&[]);
-        let bytes = &data[start * b..(start + len) * b];
-        match self.dtype {
-            Dtype::U8 => bytes.iter().map(|&v| v as u32).collect(),
-            Dtype::U16 => bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-                .collect(),
-            Dtype::U32 => bytes
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        }
+        self.dtype.decode(&data[start * b..(start + len) * b])
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::config::{DataSpec, Kind, SourceSpec, TextUnit};
-use super::docs::{self, Doc};
+use super::docs::Doc;
 use super::hub::{self, HubOptions};
 
 const EXTENSIONS: [&str; 5] = ["txt", "text", "jsonl", "json", "parquet"];
@@ -188,31 +188,13 @@ pub fn read_docs(src: &ResolvedSource, kind: Kind) -> Result<Vec<Doc>> {
     Ok(docs)
 }
 
-/// The documents of one file.
+/// The documents of one file (read whole; preparation streams pieces through [`super::reader`]).
 pub fn read_file(path: &Path, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext == "parquet" {
-        return read_parquet(path, spec, kind);
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let text = utf8(path, &bytes)?;
-    match ext {
-        "jsonl" => read_jsonl(path, text, spec, kind),
-        "json" => read_json(path, text, spec, kind),
-        _ if kind != Kind::Pretrain => bail!(
-            "{}: plain text has no chats; {} data needs .jsonl, .json or .parquet rows",
-            path.display(),
-            kind.as_str()
-        ),
-        _ => Ok(text_docs(text, spec.unit)
-            .into_iter()
-            .map(Doc::Text)
-            .collect()),
-    }
+    super::reader::read_all(path, spec, kind)
 }
 
 /// The bytes as UTF-8, or an error at the line and column of the first bad byte.
-fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+pub(crate) fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -274,58 +256,6 @@ pub fn jsonl_values(path: &Path, text: &str) -> Result<Vec<(usize, Value)>> {
             )
         })?;
         out.push((i + 1, row));
-    }
-    Ok(out)
-}
-
-fn read_jsonl(path: &Path, text: &str, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> {
-    jsonl_values(path, text)?
-        .into_iter()
-        .map(|(line, row)| {
-            docs::from_row(&row, spec.field.as_deref(), kind)
-                .map_err(|e| anyhow!("{}:{line}: {e}", path.display()))
-        })
-        .collect()
-}
-
-fn read_json(path: &Path, text: &str, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        anyhow!(
-            "{}:{}:{}: not valid JSON: {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        )
-    })?;
-    let Value::Array(rows) = value else {
-        bail!(
-            "{}: expected a JSON list of rows (use .jsonl for one row per line)",
-            path.display()
-        );
-    };
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| {
-            docs::from_row(row, spec.field.as_deref(), kind)
-                .map_err(|e| anyhow!("{}: row {i}: {e}", path.display()))
-        })
-        .collect()
-}
-
-fn read_parquet(path: &Path, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let reader = SerializedFileReader::new(file)
-        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
-    let rows = reader
-        .get_row_iter(None)
-        .with_context(|| format!("{}: cannot read its rows", path.display()))?;
-    let mut out = Vec::new();
-    for (i, row) in rows.enumerate() {
-        let row = row.with_context(|| format!("{}: row {i}: cannot decode", path.display()))?;
-        let doc = docs::from_row(&row.to_json_value(), spec.field.as_deref(), kind)
-            .map_err(|e| anyhow!("{}: row {i}: {e}", path.display()))?;
-        out.push(doc);
     }
     Ok(out)
 }

@@ -2,7 +2,7 @@
 //!
 //! Canonical = every default filled in (the typed value serialized), keys sorted, eval stages
 //! without training keys. Left out, because they do not change what is computed: `description`,
-//! `registry` and `sweep` (a sweep's runs carry their values already).
+//! `registry` and `sweep` (a sweep's runs carry their values already), and `data.memory`.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -54,6 +54,17 @@ pub fn run_id(exp: &Experiment) -> String {
     if let Value::Object(m) = &mut v {
         for k in ["description", "registry", "sweep"] {
             m.remove(k);
+        }
+        // How much memory preparing the data may use does not change the rows.
+        if let Some(Value::Object(d)) = m.get_mut("data") {
+            d.remove("memory");
+        }
+        if let Some(Value::Array(stages)) = m.get_mut("stage") {
+            for s in stages {
+                if let Some(Value::Object(d)) = s.get_mut("data") {
+                    d.remove("memory");
+                }
+            }
         }
     }
     let digest = Sha256::digest(v.to_string().as_bytes());

@@ -156,6 +156,19 @@ pub struct Data {
     pub test_examples: usize,
     #[serde(default = "default_seed")]
     pub shuffle_seed: u64,
+    /// Memory for preparing the data (batches in flight, one shuffle bucket), e.g. "256MiB" or
+    /// "4GiB" (default 1GiB). The prepared rows do not depend on it, nor does the run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+impl Data {
+    /// `memory` in bytes (checked when the experiment is validated).
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory
+            .as_deref()
+            .and_then(|m| crate::data::cli::parse_size(m).ok())
+    }
 }
 
 impl Default for Data {
@@ -166,6 +179,7 @@ impl Default for Data {
             packing: true,
             test_examples: default_test_examples(),
             shuffle_seed: default_seed(),
+            memory: None,
         }
     }
 }

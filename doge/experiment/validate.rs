@@ -164,6 +164,20 @@ fn check_data(c: &mut Checker, data: &Data, base: &[Seg]) {
     if data.seq_len == 0 {
         c.at(&path(base, &["seq-len"]), "`seq-len` must be at least 1");
     }
+    if let Some(m) = &data.memory {
+        match crate::data::cli::parse_size(m) {
+            Err(e) => {
+                c.at(&path(base, &["memory"]), e);
+            }
+            Ok(b) if b < 1 << 20 => {
+                c.at(
+                    &path(base, &["memory"]),
+                    format!("`memory` {m} is below 1MiB; give e.g. \"256MiB\""),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
     for (i, s) in data.sources.iter().enumerate() {
         let p: Vec<Seg> = base
             .iter()

@@ -10,7 +10,11 @@ use crate::data::{PrepareOptions, TokenDataset};
 use crate::experiment::{Experiment, Stage};
 
 fn options(exp: &Experiment) -> PrepareOptions {
-    PrepareOptions::new(crate::data::experiment_cache_root(exp))
+    let mut o = PrepareOptions::new(crate::data::experiment_cache_root(exp));
+    if let Some(m) = exp.data.memory_bytes() {
+        o.memory = m;
+    }
+    o
 }
 
 /// The folder of the experiment's tokenizer (trained and cached on first use when needed).
