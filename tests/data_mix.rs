@@ -95,6 +95,7 @@ fn options(root: &Path) -> PrepareOptions {
         progress: false,
         memory: doge::data::prepare::DEFAULT_MEMORY,
         threads: None,
+        piece_bytes: doge::data::prepare::default_piece_bytes(),
     }
 }
 

@@ -13,6 +13,7 @@ mod cli_commands;
 mod data_cli;
 mod data_errors;
 mod data_mix;
+mod data_scale;
 mod data_shards;
 mod data_sources;
 mod data_tokenizer;

@@ -65,6 +65,7 @@ fn prepared(
         progress: false,
         memory: doge::data::prepare::DEFAULT_MEMORY,
         threads: None,
+        piece_bytes: doge::data::prepare::default_piece_bytes(),
     };
     TokenDataset::open(&prepare(&spec, tok, &opts).unwrap()).unwrap()
 }

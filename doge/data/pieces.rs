@@ -94,10 +94,16 @@ pub struct FileDone {
 }
 
 /// The folder of one input file's pieces, by what decides its tokens.
-pub fn file_key(file: &SourceFile, spec: &SourceSpec, kind: Kind, tok: &DogeTokenizer) -> String {
+pub fn file_key(
+    file: &SourceFile,
+    spec: &SourceSpec,
+    kind: Kind,
+    tok: &DogeTokenizer,
+    piece_bytes: u64,
+) -> String {
     let v = json!({
         "format": PIECE_FORMAT, "file": file.sha256, "tokenizer": tok.fingerprint,
-        "kind": kind, "field": spec.field, "unit": spec.unit,
+        "kind": kind, "field": spec.field, "unit": spec.unit, "piece_bytes": piece_bytes,
     });
     format!("{:x}", Sha256::digest(v.to_string().as_bytes()))[..32].to_string()
 }
@@ -136,6 +142,8 @@ pub struct TokenizeJob<'a> {
     pub dtype: Dtype,
     /// Text per batch handed to the tokenizer threads.
     pub batch_bytes: usize,
+    /// Input per piece (text, JSONL).
+    pub piece_bytes: u64,
     pub bar: &'a Progress,
 }
 
@@ -222,12 +230,15 @@ fn tokenize_piece(
     let (mut docs, mut tokens) = (0u64, 0u64);
     let (send, recv) = std::sync::mpsc::sync_channel::<Vec<Doc>>(1);
     let next = std::thread::scope(|scope| -> Result<Option<Cursor>> {
+        // Owned here so that an early error return drops it, which unblocks the reader.
+        let recv = recv;
         let reader = scope.spawn(move || {
             read_piece(
                 path,
                 job.spec,
                 job.kind,
                 at,
+                job.piece_bytes,
                 job.batch_bytes,
                 &mut |batch| {
                     send.send(batch)

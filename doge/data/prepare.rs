@@ -22,6 +22,7 @@ use super::pack::{pad_row, Packer};
 use super::pieces::{self, FileDone, PieceIndex, TokenFetcher, TokenizeJob};
 use super::plan::{plan, Plan};
 use super::progress::Progress;
+use super::reader::PIECE_BYTES;
 use super::shards::{Dtype, ShardWriter};
 use super::shuffle::{Buckets, Entry, Scatter};
 use super::sources::{self, ResolvedSource};
@@ -47,6 +48,9 @@ pub struct PrepareOptions {
     pub memory: u64,
     /// Tokenizer threads; `None`: every core.
     pub threads: Option<usize>,
+    /// Input bytes per tokenized piece of a text or JSONL file, the unit a killed run resumes
+    /// at (default 32 MiB, or `DOGE_DATA_PIECE_BYTES`). The rows do not depend on it.
+    pub piece_bytes: u64,
 }
 
 impl PrepareOptions {
@@ -57,6 +61,7 @@ impl PrepareOptions {
             progress: true,
             memory: DEFAULT_MEMORY,
             threads: None,
+            piece_bytes: default_piece_bytes(),
         }
     }
 
@@ -79,6 +84,15 @@ impl PrepareOptions {
                 .install(f),
         }
     }
+}
+
+/// `DOGE_DATA_PIECE_BYTES`, else [`PIECE_BYTES`].
+pub fn default_piece_bytes() -> u64 {
+    std::env::var("DOGE_DATA_PIECE_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&b| b > 0)
+        .unwrap_or(PIECE_BYTES)
 }
 
 /// What `prepare_report` did.
@@ -207,9 +221,16 @@ fn tokenize(
             spec: &r.spec,
             dtype,
             batch_bytes: opts.batch_bytes(),
+            piece_bytes: opts.piece_bytes,
             bar: &bar,
         };
-        let dir = root.join(pieces::file_key(file, &r.spec, data.kind, tok));
+        let dir = root.join(pieces::file_key(
+            file,
+            &r.spec,
+            data.kind,
+            tok,
+            opts.piece_bytes,
+        ));
         let (done, reused) = pieces::tokenize_file(&dir, file, &job)
             .with_context(|| format!("data.source[{s}] `{}`", r.spec.from))?;
         out.push((s, f, done, reused));
@@ -250,7 +271,7 @@ fn run(
             let mut missing = Vec::new();
             for &(s, f) in &all {
                 let r = &resolved[s];
-                let key = pieces::file_key(&r.files[f], &r.spec, data.kind, tok);
+                let key = pieces::file_key(&r.files[f], &r.spec, data.kind, tok, opts.piece_bytes);
                 match pieces::file_done(&root.join(&key)) {
                     Some(d) => found.push((s, f, d, 0)),
                     None => missing.push(r.files[f].path.display().to_string()),
@@ -265,7 +286,13 @@ fn run(
     for (s, f, done, _) in &tokenized {
         let r = &resolved[*s];
         files[*s].push((
-            root.join(pieces::file_key(&r.files[*f], &r.spec, data.kind, tok)),
+            root.join(pieces::file_key(
+                &r.files[*f],
+                &r.spec,
+                data.kind,
+                tok,
+                opts.piece_bytes,
+            )),
             done.clone(),
         ));
     }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::config::{Kind, SourceSpec, TextUnit};
 use super::docs::{self, Doc};
 
-/// Input bytes per piece of a text or JSONL file.
+/// Input bytes per piece of a text or JSONL file, unless told otherwise.
 pub const PIECE_BYTES: u64 = 32 << 20;
 
 /// Where a piece starts: a byte offset and the 1-based line there (text, JSONL), or a row
@@ -64,14 +64,15 @@ fn format_of(path: &Path, spec: &SourceSpec, kind: Kind) -> Result<Format> {
     })
 }
 
-/// Reads the piece of `path` that starts at `at`, handing its documents to `sink` in batches of
-/// about `batch_bytes` of text. Returns where the next piece starts, or `None` at the end of
-/// the file.
+/// Reads the piece of `path` that starts at `at` (and ends at the first document boundary after
+/// `piece_bytes` of input), handing its documents to `sink` in batches of about `batch_bytes`
+/// of text. Returns where the next piece starts, or `None` at the end of the file.
 pub fn read_piece(
     path: &Path,
     spec: &SourceSpec,
     kind: Kind,
     at: Cursor,
+    piece_bytes: u64,
     batch_bytes: usize,
     sink: &mut dyn FnMut(Vec<Doc>) -> Result<()>,
 ) -> Result<Option<Cursor>> {
@@ -82,8 +83,8 @@ pub fn read_piece(
         sink,
     };
     let next = match format_of(path, spec, kind)? {
-        Format::TextBlocks => text_blocks(path, at, &mut batch)?,
-        Format::Jsonl => jsonl(path, spec, kind, at, &mut batch)?,
+        Format::TextBlocks => text_blocks(path, at, piece_bytes, &mut batch)?,
+        Format::Jsonl => jsonl(path, spec, kind, at, piece_bytes, &mut batch)?,
         Format::TextWhole | Format::Json => {
             for d in whole_file(path, spec, kind)? {
                 batch.push(d)?;
@@ -102,7 +103,7 @@ pub fn read_all(path: &Path, spec: &SourceSpec, kind: Kind) -> Result<Vec<Doc>> 
     let mut out = Vec::new();
     let mut at = Some(Cursor::START);
     while let Some(c) = at {
-        at = read_piece(path, spec, kind, c, 1 << 20, &mut |d| {
+        at = read_piece(path, spec, kind, c, PIECE_BYTES, 1 << 20, &mut |d| {
             out.extend(d);
             Ok(())
         })?;
@@ -160,10 +161,15 @@ fn utf8_line<'a>(path: &Path, line: &'a [u8], number: u64, start: u64) -> Result
 }
 
 /// Blank-line-separated blocks. A piece ends after the blank line that closes a block.
-fn text_blocks(path: &Path, at: Cursor, out: &mut Batcher) -> Result<Option<Cursor>> {
+fn text_blocks(
+    path: &Path,
+    at: Cursor,
+    piece_bytes: u64,
+    out: &mut Batcher,
+) -> Result<Option<Cursor>> {
     let mut r = open_at(path, at.byte)?;
     let (mut byte, mut number) = (at.byte, at.line);
-    let end_after = at.byte + PIECE_BYTES;
+    let end_after = at.byte + piece_bytes.max(1);
     let mut cur = String::new();
     let mut buf = Vec::new();
     loop {
@@ -206,11 +212,12 @@ fn jsonl(
     spec: &SourceSpec,
     kind: Kind,
     at: Cursor,
+    piece_bytes: u64,
     out: &mut Batcher,
 ) -> Result<Option<Cursor>> {
     let mut r = open_at(path, at.byte)?;
     let (mut byte, mut number) = (at.byte, at.line);
-    let end_after = at.byte + PIECE_BYTES;
+    let end_after = at.byte + piece_bytes.max(1);
     let mut buf = Vec::new();
     loop {
         buf.clear();
