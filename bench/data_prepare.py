@@ -188,16 +188,22 @@ def pack_wrapped(table):
     offsets = pa.array(range(0, n + 1, ROW), type=pa.int32())
     return pa.table({"input_ids": pa.ListArray.from_arrays(offsets, flat.slice(0, n))})
 
-files = sorted(glob.glob(corpus + "/*.jsonl"))
-ds = load_dataset("json", data_files=files, split="train", cache_dir=cache)
-ds = ds.map(tokenize, batched=True, num_proc=threads, remove_columns=ds.column_names)
-tokens = sum(len(x) for x in ds.with_format("arrow").iter(batch_size=10000) for x in [x.column("input_ids").values])
-split = ds.train_test_split(test_size=1000, seed=233)
-train = split["train"].with_format("arrow").map(pack_wrapped, batched=True, batch_size=1000, num_proc=threads)
-train = train.shuffle(seed=233)
-train.save_to_disk(out + "/train", num_proc=threads)
-split["test"].with_format("arrow").map(pack_wrapped, batched=True, batch_size=1000).save_to_disk(out + "/test")
-json.dump({"tokens": tokens, "rows": len(train)}, open(out + "/stats.json", "w"))
+def main():
+    files = sorted(glob.glob(corpus + "/*.jsonl"))
+    ds = load_dataset("json", data_files=files, split="train", cache_dir=cache)
+    ds = ds.map(tokenize, batched=True, num_proc=threads, remove_columns=ds.column_names)
+    tokens = sum(pc.sum(pc.list_value_length(b.column("input_ids"))).as_py()
+                 for b in ds.with_format("arrow").iter(batch_size=10000))
+    split = ds.train_test_split(test_size=1000, seed=233)
+    train = split["train"].with_format("arrow").map(pack_wrapped, batched=True, batch_size=1000, num_proc=threads)
+    train = train.shuffle(seed=233)
+    train.save_to_disk(out + "/train", num_proc=threads)
+    split["test"].with_format("arrow").map(pack_wrapped, batched=True, batch_size=1000).save_to_disk(out + "/test")
+    json.dump({"tokens": tokens, "rows": len(train)}, open(out + "/stats.json", "w"))
+
+
+if __name__ == "__main__":  # datasets starts worker processes by spawning
+    main()
 '''
 
 

@@ -279,3 +279,25 @@ fn errors_render_a_snippet_with_carets() {
     let t = errors("negative_lr.kdl", &[]);
     assert!(t.contains("3 |     lr -1e-3\n  |        ^^^^^\n"), "{t}");
 }
+
+#[test]
+fn data_memory_that_is_not_a_size() {
+    let t = errors("bad_memory.kdl", &[]);
+    assert_error(
+        &t,
+        &at("bad_memory.kdl", "3:12"),
+        &["`data.memory`", "unknown unit `lots`", "256MiB"],
+    );
+}
+
+#[test]
+fn data_memory_does_not_change_the_run_id() {
+    let load = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        doge::experiment::load(Path::new(&format!("{DIR}/base.kdl")), &sets).unwrap()
+    };
+    let a = doge::experiment::run_id(&load(&[]));
+    let b = doge::experiment::run_id(&load(&["data.memory=\"64MiB\""]));
+    assert_eq!(a, b);
+    assert_eq!(load(&["data.memory=\"64MiB\""]).data.memory_bytes(), Some(64 << 20));
+}

@@ -96,7 +96,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "tib" => 1024f64.powi(4),
         other => {
             return Err(format!(
-                "`{s}`: unknown unit `{other}`; use B, KiB, MiB, GiB, TiB (or kB, MB, GB)"
+                "`{s}`: unknown unit `{other}`; write a size such as 256MiB or 4GiB (units B, KiB, MiB, GiB, TiB, kB, MB, GB)"
             ))
         }
     };
