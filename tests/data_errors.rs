@@ -26,6 +26,7 @@ fn offline(root: &Path) -> PrepareOptions {
         memory: doge::data::prepare::DEFAULT_MEMORY,
         threads: None,
         piece_bytes: doge::data::prepare::default_piece_bytes(),
+        delete_raw: false,
     }
 }
 

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use doge::data::tokenizer::{train_bpe, TrainOptions};
 use doge::data::{
@@ -27,6 +26,7 @@ fn options(root: &Path, threads: usize, memory: u64, piece_bytes: u64) -> Prepar
         memory,
         threads: Some(threads),
         piece_bytes,
+        delete_raw: false,
     }
 }
 
@@ -384,27 +384,7 @@ fn merge_takes_pieces_from_other_caches() {
 
 /// A Parquet file of `text` rows in row groups of `per_group`, compressed with `codec`.
 fn parquet(path: &Path, texts: &[String], per_group: usize, codec: parquet::basic::Compression) {
-    use parquet::data_type::{ByteArray, ByteArrayType};
-    use parquet::file::properties::WriterProperties;
-    use parquet::file::writer::SerializedFileWriter;
-    use parquet::schema::parser::parse_message_type;
-    let schema = Arc::new(
-        parse_message_type("message schema { REQUIRED BYTE_ARRAY text (UTF8); }").unwrap(),
-    );
-    let props = Arc::new(WriterProperties::builder().set_compression(codec).build());
-    let mut w =
-        SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
-    for group in texts.chunks(per_group) {
-        let mut rg = w.next_row_group().unwrap();
-        let mut col = rg.next_column().unwrap().unwrap();
-        let v: Vec<ByteArray> = group.iter().map(|s| ByteArray::from(s.as_str())).collect();
-        col.typed::<ByteArrayType>()
-            .write_batch(&v, None, None)
-            .unwrap();
-        col.close().unwrap();
-        rg.close().unwrap();
-    }
-    w.close().unwrap();
+    crate::data_support::parquet_file(path, &[("text", texts.to_vec())], per_group, codec);
 }
 
 #[test]

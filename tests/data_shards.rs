@@ -29,6 +29,7 @@ fn options(root: &Path) -> PrepareOptions {
         memory: doge::data::prepare::DEFAULT_MEMORY,
         threads: None,
         piece_bytes: doge::data::prepare::default_piece_bytes(),
+        delete_raw: false,
     }
 }
 

@@ -339,3 +339,76 @@ fn trained_tokenizer_is_cached_by_fingerprint() {
     assert_eq!(c.vocab_size(), 640);
     let _: PathBuf = a.dir;
 }
+
+/// Texts that exercise every branch of the Llama-3 split regex: contractions in both cases,
+/// letters after punctuation, digit runs longer than 3, whitespace runs before words and at the
+/// end, CR/LF mixes, tabs, non-Latin scripts, emoji, and text around added tokens.
+fn tricky_texts() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "",
+        " ",
+        "It's DON'T we'd THEY'LL you've I'M she's",
+        "(hello)world,x=1;y=22;z=333;w=4444;v=1234567",
+        "  leading spaces\tand\ttabs   trailing   ",
+        "line\r\nbreaks\n\n\nmany\r\r\n  \n indented",
+        "naïve café — “quotes” … ½ ²",
+        "東京は晴れ。Привет, мир! مرحبا 🙂👍🏽 e\u{301}",
+        "a<|begin_of_text|>b <|im_start|>user\nhi<|im_end|>",
+        "<|not a token|> <| |>",
+        "\u{0}\u{1}\u{7f} control",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for f in doge::data::sources::local_files(Path::new(CORPUS)).unwrap() {
+        v.extend(
+            doge::data::sources::text_docs(
+                &std::fs::read_to_string(f).unwrap(),
+                doge::data::TextUnit::Blocks,
+            )
+            .into_iter()
+            .step_by(7),
+        );
+    }
+    v
+}
+
+fn assert_fast_path_exact(tok: &DogeTokenizer) {
+    assert!(tok.has_fast_path(), "{}: no fast path", tok.dir.display());
+    let texts = tricky_texts();
+    for t in &texts {
+        for special in [false, true] {
+            assert_eq!(
+                tok.encode(t, special).unwrap(),
+                tok.encode_full(t, special).unwrap(),
+                "{t:?} (special tokens: {special})"
+            );
+        }
+    }
+    // The same text with all of them at once (a long document).
+    let all = texts.join("\n\n");
+    assert_eq!(
+        tok.encode(&all, true).unwrap(),
+        tok.encode_full(&all, true).unwrap()
+    );
+}
+
+#[test]
+fn the_direct_bpe_path_gives_the_full_pipelines_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = tricky_texts();
+    let trained = train_bpe(
+        texts.iter(),
+        &TrainOptions {
+            vocab_size: 1024,
+            min_frequency: 0,
+        },
+        &dir.path().join("tok"),
+    )
+    .unwrap();
+    assert_fast_path_exact(&trained);
+    assert_fast_path_exact(&DogeTokenizer::load(&dir.path().join("tok")).unwrap());
+    if Path::new(DOGE).exists() {
+        assert_fast_path_exact(&DogeTokenizer::load(Path::new(DOGE)).unwrap());
+    }
+}

@@ -299,5 +299,8 @@ fn data_memory_does_not_change_the_run_id() {
     let a = doge::experiment::run_id(&load(&[]));
     let b = doge::experiment::run_id(&load(&["data.memory=\"64MiB\""]));
     assert_eq!(a, b);
-    assert_eq!(load(&["data.memory=\"64MiB\""]).data.memory_bytes(), Some(64 << 20));
+    assert_eq!(
+        load(&["data.memory=\"64MiB\""]).data.memory_bytes(),
+        Some(64 << 20)
+    );
 }

@@ -4,7 +4,7 @@
 //! and serves it: `GET /api/{models,datasets}/{id}/revision/{rev}` answers the repository's commit
 //! (`sha`) and file list (`siblings[].rfilename`); `GET [datasets/]{id}/resolve/{rev}/{path}`
 //! answers the file, honouring `Range` (206 with `Content-Range`), with its `ETag` and the
-//! `X-Repo-Commit` header. Checked: files arrive byte for byte in the cache layout
+//! `X-Repo-Commit` header; with `?blobs=true` the list gives sizes and LFS hashes. Checked: files arrive byte for byte in the cache layout
 //! `huggingface_hub` uses, `HF_ENDPOINT` is honoured by the binary, and offline mode then reads the
 //! cache without a single request.
 
@@ -111,9 +111,16 @@ fn respond(
         let Some(files) = repos.get(&key) else {
             return not_found();
         };
+        // `?blobs=true` adds sizes and, for files in Git LFS (here: Parquet), their sha256.
+        let blobs = target.contains("blobs=true");
         let siblings: Vec<serde_json::Value> = files
-            .keys()
-            .map(|f| serde_json::json!({ "rfilename": f }))
+            .iter()
+            .map(|(f, bytes)| match (blobs, f.ends_with(".parquet")) {
+                (true, true) => serde_json::json!({ "rfilename": f, "size": bytes.len(),
+                    "lfs": { "sha256": sha256_hex(bytes), "size": bytes.len(), "pointerSize": 134 } }),
+                (true, false) => serde_json::json!({ "rfilename": f, "size": bytes.len() }),
+                _ => serde_json::json!({ "rfilename": f }),
+            })
             .collect();
         let body = serde_json::json!({ "id": key, "sha": COMMIT, "siblings": siblings });
         return (
@@ -710,4 +717,166 @@ fn an_experiment_trains_sfts_and_evaluates_a_smalldoge_checkpoint() {
     .unwrap();
     assert_eq!(loaded.config.layout, doge::model::Layout::SmallDoge);
     assert!(!loaded.tensors.keys().any(|k| k.contains("q_norm")));
+}
+
+/// smollm-corpus as the hub lays it out (one folder per subset, `train-NNNNN-of-NNNNN.parquet`,
+/// its column names), plus finemath's `finemath-4plus`, in the seed's 7:2:1 mix (python-edu left
+/// out: its contents are not in the repository).
+fn smollm_repos() -> Repos {
+    use parquet::basic::{Compression, ZstdLevel};
+    let dir = tempfile::tempdir().unwrap();
+    let words = [
+        "the", "ocean", "tide", "rises", "when", "moon", "pulls", "water", "and",
+    ];
+    let text = |tag: &str, i: usize| {
+        let n = 20 + (i * 7) % 30;
+        let w: Vec<&str> = (0..n).map(|k| words[(i + k * 3) % words.len()]).collect();
+        format!("{tag}{i} {}", w.join(" "))
+    };
+    let file = |columns: &[(&str, Vec<String>)], codec| {
+        let p = dir.path().join("f.parquet");
+        crate::data_support::parquet_file(&p, columns, 200, codec);
+        std::fs::read(&p).unwrap()
+    };
+    let zstd = Compression::ZSTD(ZstdLevel::default());
+    let mut corpus = BTreeMap::new();
+    for part in 0..2 {
+        let texts: Vec<String> = (0..700).map(|i| text("fw", part * 1000 + i)).collect();
+        let ids: Vec<String> = (0..700).map(|i| format!("<urn:uuid:{part}-{i}>")).collect();
+        corpus.insert(
+            format!("fineweb-edu-dedup/train-{part:05}-of-00002.parquet"),
+            file(&[("text", texts), ("id", ids)], zstd),
+        );
+    }
+    let prompts: Vec<String> = (0..500)
+        .map(|i| format!("Write about tides, part {i}."))
+        .collect();
+    let texts: Vec<String> = (0..500).map(|i| text("cp", i)).collect();
+    let audience: Vec<String> = (0..500).map(|_| "general".to_string()).collect();
+    corpus.insert(
+        "cosmopedia-v2/train-00000-of-00001.parquet".into(),
+        file(
+            &[("prompt", prompts), ("text", texts), ("audience", audience)],
+            Compression::SNAPPY,
+        ),
+    );
+    corpus.insert("README.md".into(), b"# smollm-corpus\n".to_vec());
+    let mut finemath = BTreeMap::new();
+    let texts: Vec<String> = (0..400).map(|i| text("fm", i)).collect();
+    let urls: Vec<String> = (0..400)
+        .map(|i| format!("https://example.org/{i}"))
+        .collect();
+    finemath.insert(
+        "finemath-4plus/train-00000-of-00001.parquet".into(),
+        file(&[("url", urls), ("text", texts)], zstd),
+    );
+    let mut repos = Repos::new();
+    repos.insert("datasets/HuggingFaceTB/smollm-corpus".into(), corpus);
+    repos.insert("datasets/HuggingFaceTB/finemath".into(), finemath);
+    repos
+}
+
+#[test]
+fn smollm_corpus_streams_from_the_hub_file_by_file_and_frees_each() {
+    use doge::data::tokenizer::{train_bpe, TrainOptions};
+    use doge::data::{prepare_report, DataSpec, PrepareOptions, SourceSpec};
+    let hub = MockHub::start(smollm_repos());
+    let dir = tempfile::tempdir().unwrap();
+    let tok = train_bpe(
+        ["fw1 cp2 fm3 the ocean tide rises when moon pulls water and"].iter(),
+        &TrainOptions {
+            vocab_size: 600,
+            min_frequency: 0,
+        },
+        &dir.path().join("tok"),
+    )
+    .unwrap();
+    let source = |subset: &str, w: f64| {
+        let mut s = SourceSpec::new("HuggingFaceTB/smollm-corpus").weight(w);
+        s.subset = Some(subset.into());
+        s
+    };
+    let mut finemath = SourceSpec::new("HuggingFaceTB/finemath").weight(1.0);
+    finemath.subset = Some("finemath-4plus".into());
+    let mut data = DataSpec::pretrain(
+        vec![
+            source("fineweb-edu-dedup", 7.0),
+            source("cosmopedia-v2", 2.0).field("prompt+text"),
+            finemath,
+        ],
+        64,
+    );
+    data.test_examples = 20;
+    let mut opts = PrepareOptions::new(dir.path().join("data"));
+    opts.hub = hub.options(dir.path());
+    opts.progress = false;
+    opts.delete_raw = true;
+    let p = prepare_report(&data, &tok, &opts).unwrap();
+    let m = &p.manifest;
+    assert_eq!(
+        m.sources.iter().map(|s| s.documents).collect::<Vec<_>>(),
+        vec![1400, 500, 400]
+    );
+    assert_eq!(m.sources[0].files, 2);
+    for (s, want) in m.sources.iter().zip([0.7, 0.2, 0.1]) {
+        assert!(
+            (s.share - want).abs() < 0.01,
+            "{}: share {}",
+            s.name,
+            s.share
+        );
+    }
+    // Each file was downloaded once (listed with its hash first), and freed once tokenized: the
+    // cache keeps the links, not the bytes.
+    let reqs = hub.requests();
+    let files = [
+        "fineweb-edu-dedup/train-00000-of-00002.parquet",
+        "fineweb-edu-dedup/train-00001-of-00002.parquet",
+        "cosmopedia-v2/train-00000-of-00001.parquet",
+        "finemath-4plus/train-00000-of-00001.parquet",
+    ];
+    for f in files {
+        assert!(
+            reqs.iter().any(|r| r.ends_with(f)),
+            "{f} not fetched: {reqs:?}"
+        );
+    }
+    assert!(reqs.iter().any(|r| r.contains("blobs=true")), "{reqs:?}");
+    let blobs: Vec<PathBuf> = ["smollm-corpus", "finemath"]
+        .iter()
+        .filter_map(|r| {
+            std::fs::read_dir(
+                dir.path()
+                    .join(format!("hub/datasets--HuggingFaceTB--{r}/blobs")),
+            )
+            .ok()
+        })
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".lock")) // hf-hub's empty lock files
+        .collect();
+    assert!(blobs.is_empty(), "raw files left: {blobs:?}");
+
+    // Preparing again from a new data cache re-downloads what it needs (the pieces are gone too)
+    // and gives the same rows; with the pieces kept, nothing is downloaded at all.
+    let before = hub.requests().len();
+    let again = prepare_report(&data, &tok, &opts).unwrap();
+    assert!(again.reused);
+    assert_eq!(
+        hub.requests().len() - before,
+        3,
+        "only the listings: {:?}",
+        &hub.requests()[before..]
+    );
+    std::fs::remove_dir_all(&p.dir).unwrap();
+    let before = hub.requests().len();
+    let third = prepare_report(&data, &tok, &opts).unwrap();
+    assert!(!third.reused);
+    assert_eq!(third.manifest.train, m.train);
+    let fetched: Vec<String> = hub.requests()[before..]
+        .iter()
+        .filter(|r| r.contains("/resolve/"))
+        .cloned()
+        .collect();
+    assert!(fetched.is_empty(), "pieces kept, yet fetched: {fetched:?}");
 }

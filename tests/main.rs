@@ -2,6 +2,7 @@
 //! 130 MB executable, and 34 of them filled CI's disk and spent minutes linking. Run one file's
 //! tests with a module filter: `cargo test --release --test suite model_reference::`.
 
+mod data_support;
 mod reference_support;
 mod registry_support;
 

@@ -66,6 +66,7 @@ fn prepared(
         memory: doge::data::prepare::DEFAULT_MEMORY,
         threads: None,
         piece_bytes: doge::data::prepare::default_piece_bytes(),
+        delete_raw: false,
     };
     TokenDataset::open(&prepare(&spec, tok, &opts).unwrap()).unwrap()
 }

@@ -63,6 +63,9 @@ pub struct PrepareArgs {
     /// then `doge data merge` joins them.
     #[arg(long, value_parser = parse_part, value_name = "I/N")]
     pub part: Option<(usize, usize)>,
+    /// Free each downloaded hub file once tokenized (its pieces keep the tokens).
+    #[arg(long)]
+    pub delete_raw: bool,
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +231,7 @@ fn run_prepare(a: &PrepareArgs, merge: bool) -> Result<()> {
         opts.memory = m;
     }
     opts.threads = a.threads;
+    opts.delete_raw = a.delete_raw;
     if merge && a.part.is_some() {
         bail!("`doge data merge` joins every part; drop --part");
     }

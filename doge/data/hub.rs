@@ -155,6 +155,138 @@ pub fn dataset_files(
         .collect()
 }
 
+/// A data file of a hub dataset as the hub lists it (`?blobs=true`): its Git LFS sha256 and size
+/// are known before it is downloaded, so a preparation can be fingerprinted up front and fetch
+/// each file only when its turn comes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubFile {
+    pub id: String,
+    pub revision: Option<String>,
+    /// Path in the repository.
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Where the file is (or will be) in the hub cache's snapshot.
+    pub path: PathBuf,
+}
+
+/// The data files of a dataset's subset and split with their LFS hashes, listed without
+/// downloading any; `None` when offline, or when a file is not in LFS (small JSON files), in
+/// which case [`dataset_files`] downloads them all up front.
+pub fn dataset_listing(
+    id: &str,
+    revision: Option<&str>,
+    subset: Option<&str>,
+    split: &str,
+    opts: &HubOptions,
+) -> Result<Option<Vec<HubFile>>> {
+    if opts.offline {
+        return Ok(None);
+    }
+    let repo = opts.repo(id, RepoType::Dataset, revision);
+    let rev = revision.unwrap_or("main");
+    let api = opts.api(false)?;
+    let api_repo = api.repo(repo.clone());
+    let body = api_repo
+        .info_request()
+        .query("blobs", "true")
+        .call()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|r| r.into_string().map_err(Into::into))
+        .with_context(|| {
+            format!(
+                "could not list the files of dataset `{id}` (revision {rev}) from the hub (tried {}); without network, \
+                 set HF_HUB_OFFLINE=1 to use the hub cache {}, or point `source` at a local copy of the files",
+                api_repo.url("").trim_end_matches('/'),
+                opts.cache_dir.display()
+            )
+        })?;
+    let info: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the hub's file list of dataset `{id}` is not JSON"))?;
+    let commit = info["sha"].as_str().unwrap_or(rev).to_string();
+    let siblings = info["siblings"].as_array().cloned().unwrap_or_default();
+    let names: Vec<String> = siblings
+        .iter()
+        .filter_map(|s| s["rfilename"].as_str().map(str::to_string))
+        .collect();
+    let picked = pick(&names, subset, split);
+    if picked.is_empty() {
+        bail!("dataset `{id}` (revision {rev}) has no files matching `{}`; check `subset` and `split`",
+            match subset {
+                Some(s) => format!("{s}/*{split}*.parquet|jsonl|json"),
+                None => format!("*{split}*.parquet|jsonl|json"),
+            });
+    }
+    let snap = opts
+        .cache_dir
+        .join(repo.folder_name())
+        .join("snapshots")
+        .join(&commit);
+    let mut out = Vec::new();
+    for f in picked {
+        let s = siblings
+            .iter()
+            .find(|s| s["rfilename"].as_str() == Some(f.as_str()))
+            .expect("picked from these");
+        let (Some(sha), Some(size)) = (s["lfs"]["sha256"].as_str(), s["lfs"]["size"].as_u64())
+        else {
+            return Ok(None);
+        };
+        out.push(HubFile {
+            id: id.to_string(),
+            revision: revision.map(str::to_string),
+            path: snap.join(&f),
+            file: f,
+            sha256: sha.to_string(),
+            size,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Downloads a listed file into the hub cache (resuming a partial download), or finds it there.
+pub fn fetch(f: &HubFile, opts: &HubOptions) -> Result<PathBuf> {
+    let repo = opts.repo(&f.id, RepoType::Dataset, f.revision.as_deref());
+    if let Some(p) = opts.cache().repo(repo.clone()).get(&f.file) {
+        if p.exists() {
+            return Ok(p);
+        }
+        // A link whose blob `--delete-raw` freed: fetch the blob again.
+        let _ = std::fs::remove_file(&p);
+    }
+    let api = opts.api(false)?;
+    api.repo(repo).download(&f.file).with_context(|| {
+        format!(
+            "could not fetch `{}` of dataset `{}`; without network, set HF_HUB_OFFLINE=1 and place it in the hub cache {}, or point `source` at a local copy",
+            f.file,
+            f.id,
+            opts.cache_dir.display()
+        )
+    })
+}
+
+/// Frees a downloaded file's bytes (`--delete-raw`): the blob goes, the snapshot's link stays,
+/// so the cache still names the file and its hash for later runs (offline ones included).
+pub fn delete_raw(path: &Path) -> Result<()> {
+    let Ok(target) = std::fs::read_link(path) else {
+        return Ok(()); // not a hub cache link: never delete a user's own files
+    };
+    if target
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_none_or(|n| n != "blobs")
+    {
+        return Ok(());
+    }
+    let blob = path.parent().map(|d| d.join(&target)).unwrap_or(target);
+    match std::fs::remove_file(&blob) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("deleting {}", blob.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What a checkpoint directory needs among a model repository's top-level files: config, weights
 /// (`model.safetensors`, or shards and their index), tokenizer, chat template and generation
 /// settings. Other formats (`pytorch_model.bin`, GGUF, ONNX) and sub-folders are left on the hub.

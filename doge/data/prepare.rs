@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::config::{DataSpec, Kind};
-use super::hub::HubOptions;
+use super::hub::{self, HubOptions};
 use super::manifest::{Manifest, PrepareStats, SourceInfo, SplitInfo, TokenizerInfo, FORMAT};
 use super::mix::MixKeys;
 use super::pack::{pad_row, Packer};
@@ -25,7 +25,7 @@ use super::progress::Progress;
 use super::reader::PIECE_BYTES;
 use super::shards::{Dtype, ShardWriter};
 use super::shuffle::{Buckets, Entry, Scatter};
-use super::sources::{self, ResolvedSource};
+use super::sources::{self, ResolvedSource, SourceFile};
 use super::tokenizer::DogeTokenizer;
 
 /// Shard files stay below this size.
@@ -51,6 +51,9 @@ pub struct PrepareOptions {
     /// Input bytes per tokenized piece of a text or JSONL file, the unit a killed run resumes
     /// at (default 32 MiB, or `DOGE_DATA_PIECE_BYTES`). The rows do not depend on it.
     pub piece_bytes: u64,
+    /// Free each downloaded hub file's bytes once it is tokenized (the cache keeps its name and
+    /// hash; a file is downloaded again only if its pieces are lost).
+    pub delete_raw: bool,
 }
 
 impl PrepareOptions {
@@ -62,6 +65,7 @@ impl PrepareOptions {
             memory: DEFAULT_MEMORY,
             threads: None,
             piece_bytes: default_piece_bytes(),
+            delete_raw: false,
         }
     }
 
@@ -231,8 +235,23 @@ fn tokenize(
             tok,
             opts.piece_bytes,
         ));
-        let (done, reused) = pieces::tokenize_file(&dir, file, &job)
-            .with_context(|| format!("data.source[{s}] `{}`", r.spec.from))?;
+        let ctx = || format!("data.source[{s}] `{}`", r.spec.from);
+        // A listed hub file is downloaded only now, when it is this file's turn.
+        let fetched;
+        let file = match &file.remote {
+            Some(h) if pieces::file_done(&dir).is_none() => {
+                fetched = SourceFile {
+                    path: hub::fetch(h, &opts.hub).with_context(ctx)?,
+                    ..file.clone()
+                };
+                &fetched
+            }
+            _ => file,
+        };
+        let (done, reused) = pieces::tokenize_file(&dir, file, &job).with_context(ctx)?;
+        if opts.delete_raw {
+            hub::delete_raw(&file.path).with_context(ctx)?;
+        }
         out.push((s, f, done, reused));
     }
     bar.finish();

@@ -26,6 +26,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub bytes: u64,
     pub sha256: String,
+    /// A hub file listed but not necessarily downloaded: fetched when its turn comes.
+    pub remote: Option<hub::HubFile>,
 }
 
 /// The files of a source, resolved but not yet read.
@@ -49,6 +51,33 @@ pub fn resolve(data: &DataSpec, hub: &HubOptions) -> Result<Vec<ResolvedSource>>
         .iter()
         .enumerate()
         .map(|(index, spec)| {
+            let ctx = || format!("data.source[{index}] `{}`", spec.from);
+            if !data.is_local_source(spec) {
+                let listed = hub::dataset_listing(
+                    &spec.from,
+                    spec.revision.as_deref(),
+                    spec.subset.as_deref(),
+                    &spec.split,
+                    hub,
+                )
+                .with_context(ctx)?;
+                if let Some(listed) = listed {
+                    return Ok(ResolvedSource {
+                        index,
+                        name: spec.name(),
+                        spec: spec.clone(),
+                        files: listed
+                            .into_iter()
+                            .map(|f| SourceFile {
+                                path: f.path.clone(),
+                                bytes: f.size,
+                                sha256: f.sha256.clone(),
+                                remote: Some(f),
+                            })
+                            .collect(),
+                    });
+                }
+            }
             let paths = if data.is_local_source(spec) {
                 local_files(&data.local_path(&spec.from))
                     .with_context(|| format!("data.source[{index}] `{}`", spec.from))?
@@ -122,7 +151,27 @@ pub fn local_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 fn hash_file(path: &Path) -> Result<SourceFile> {
     // Hub cache files link to `blobs/<etag>`, and a Git LFS etag is already the sha256 of the
-    // contents: no need to read gigabytes again on every run.
+    // contents: no need to read gigabytes again on every run. The blob may have been freed by
+    // `--delete-raw` once tokenized; the link still names it.
+    if let Ok(link) = std::fs::read_link(path) {
+        let name = link
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let in_blobs = link
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "blobs");
+        if in_blobs && name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            return Ok(SourceFile {
+                path: path.to_path_buf(),
+                bytes,
+                sha256: name,
+                remote: None,
+            });
+        }
+    }
     if let Ok(target) = std::fs::canonicalize(path) {
         let in_blobs = target
             .parent()
@@ -144,6 +193,7 @@ fn hash_file(path: &Path) -> Result<SourceFile> {
                 path: path.to_path_buf(),
                 bytes,
                 sha256: name,
+                remote: None,
             });
         }
     }
@@ -165,6 +215,7 @@ fn hash_file(path: &Path) -> Result<SourceFile> {
         path: path.to_path_buf(),
         bytes,
         sha256: format!("{:x}", h.finalize()),
+        remote: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //! train a byte-level BPE with the Doge special tokens, and pick one for an experiment.
 
 mod ensure;
+mod fast;
 mod special;
 mod train;
 
@@ -23,6 +24,8 @@ pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
 /// A loaded tokenizer with its special tokens and chat template.
 pub struct DogeTokenizer {
     pub inner: tokenizers::Tokenizer,
+    /// The direct byte-level BPE path, when the tokenizer has its shape (see fast.rs).
+    fast: Option<fast::FastEncoder>,
     pub bos_token: String,
     pub eos_token: String,
     pub pad_token: Option<String>,
@@ -128,7 +131,9 @@ impl DogeTokenizer {
                 .transpose()?,
             _ => None,
         };
+        let fast = fast::FastEncoder::new(&inner);
         Ok(DogeTokenizer {
+            fast,
             inner,
             bos_token,
             eos_token,
@@ -150,6 +155,23 @@ impl DogeTokenizer {
     /// Token ids of `text`; with `add_special_tokens` the post-processor's tokens too (Doge: a
     /// leading `<|begin_of_text|>`), like transformers' `encode`.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        if let Some(ids) = self
+            .fast
+            .as_ref()
+            .and_then(|f| f.encode(&self.inner, text, add_special_tokens))
+        {
+            return Ok(ids);
+        }
+        self.encode_full(text, add_special_tokens)
+    }
+
+    /// Whether [`DogeTokenizer::encode`] can take the direct byte-level BPE path (fast.rs).
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// [`DogeTokenizer::encode`] always through `tokenizers`' own pipeline.
+    pub fn encode_full(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode_fast(text, add_special_tokens)
