@@ -3,6 +3,7 @@
 
     python3 bench/data_prepare.py [--sizes 100MB,1GB] [--memory 256MiB] [--threads 2]
                                   [--python 100MB] [--tokenizer DIR] [--work DIR]
+                                  [--also-memory 64MiB] [--kill 1GB] [--json FILE]
 
 1. Generates JSONL corpora of the given sizes ({"text": ...} rows of 2-12 paragraphs drawn with a
    fixed seed from the bundled corpus experiments/corpus/, in files of 100 MB), once, under --work.
@@ -15,7 +16,13 @@
    spare installing torch), a 1,000-row test split, `.shuffle(seed=233)` and `save_to_disk`. Its
    venv (datasets, tokenizers) is made on first use under ~/.cache/doge/data-bench-venv.
 
+4. `--also-memory M`: the smallest size again with `--memory M` (the shards' sha256 must match).
+   `--kill SIZE`: starts a preparation of SIZE, kill -9s it once half its pieces are tokenized,
+   reruns it, and reports the pieces reused and the shards' sha256 (to compare with the
+   uninterrupted run of that size).
+
 Prints one table (seconds, MB/s, tokens/s, peak RSS) and the ratios; `--json FILE` saves it.
+Needs `cargo build --release` first and the Doge tokenizer (default ../shared/data/tokenizer/doge).
 """
 
 import argparse
@@ -94,7 +101,7 @@ def run_measured(cmd, env=None):
     return secs, ru.ru_maxrss * 1024
 
 
-def doge_run(work, corpus, tokenizer, memory, threads, tag):
+def write_experiment(work, corpus, tokenizer, tag):
     exp = work / f"exp-{tag}.kdl"
     exp.write_text(
         f"""name "data-bench"
@@ -112,6 +119,11 @@ stage "pretrain" {{
 }}
 """
     )
+    return exp
+
+
+def doge_run(work, corpus, tokenizer, memory, threads, tag):
+    exp = write_experiment(work, corpus, tokenizer, tag)
     cache = work / f"cache-{tag}"
     shutil.rmtree(cache, ignore_errors=True)
     cmd = [str(DOGE), "data", "prepare", str(exp), "--cache", str(cache), "--quiet",
@@ -126,6 +138,40 @@ stage "pretrain" {{
     shutil.rmtree(cache, ignore_errors=True)
     return {"tool": "doge", "threads": threads, "seconds": secs, "peak_rss": rss,
             "tokens": tokens, "rows": m["train"]["rows"], "shards_sha256": digest}
+
+
+def kill_resume(work, corpus, tokenizer, memory, threads, fraction=0.5):
+    """Starts a preparation, kill -9s it once `fraction` of the input is tokenized, reruns it."""
+    exp = write_experiment(work, corpus, tokenizer, "kill")
+    cache = work / "cache-kill"
+    shutil.rmtree(cache, ignore_errors=True)
+    cmd = [str(DOGE), "data", "prepare", str(exp), "--cache", str(cache), "--quiet",
+           "--memory", memory, "--threads", str(threads)]
+    total = sum(f.stat().st_size for f in corpus.glob("*.jsonl"))
+    expected = sum(-(-f.stat().st_size // (32 << 20)) for f in corpus.glob("*.jsonl"))
+    start = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    while True:
+        done = [f for f in cache.glob("pieces/*/[0-9]*.json")]
+        if len(done) >= fraction * expected:
+            break
+        if p.poll() is not None:
+            sys.exit("finished before the kill")
+        time.sleep(0.2)
+    p.kill()
+    p.wait()
+    killed_after = time.monotonic() - start
+    complete = list(cache.glob("*/manifest.json"))
+    secs, rss = run_measured(cmd)
+    m = json.loads(list(cache.glob("*/manifest.json"))[0].read_text())
+    digest = subprocess.run(
+        f"cd {list(cache.glob('*/manifest.json'))[0].parent} && sha256sum train-*.tokens test-*.tokens | sha256sum",
+        shell=True, capture_output=True, text=True).stdout.split()[0]
+    shutil.rmtree(cache, ignore_errors=True)
+    return {"killed_after_s": killed_after, "pieces_done_at_kill": len(done),
+            "complete_dirs_after_kill": len(complete), "rerun_seconds": secs, "rerun_peak_rss": rss,
+            "pieces": m["stats"]["pieces"], "pieces_reused": m["stats"]["pieces_reused"],
+            "input_bytes": total, "shards_sha256": digest}
 
 
 def ensure_venv():
@@ -216,6 +262,8 @@ def main():
     ap.add_argument("--tokenizer", default=str(ROOT.parent / "shared" / "data" / "tokenizer" / "doge"))
     ap.add_argument("--work", default="/tmp/doge-data-bench")
     ap.add_argument("--json")
+    ap.add_argument("--kill", help="also kill -9 a preparation of this size half way and rerun it")
+    ap.add_argument("--also-memory", help="also prepare the smallest size with this --memory (same shards?)")
     a = ap.parse_args()
     if not DOGE.exists():
         sys.exit(f"{DOGE} is missing: run `cargo build --release` first")
@@ -228,6 +276,10 @@ def main():
         corpus = make_corpus(work, size)
         mb = sum(f.stat().st_size for f in corpus.glob("*.jsonl")) / 1e6
         runs = [doge_run(work, corpus, a.tokenizer, a.memory, a.threads, f"{size}")]
+        if a.also_memory and size == min(sizes):
+            r = doge_run(work, corpus, a.tokenizer, a.also_memory, a.threads, f"{size}-mem")
+            r["memory"] = a.also_memory
+            runs.append(r)
         if size == min(sizes) and a.threads > 1:
             runs.append(doge_run(work, corpus, a.tokenizer, a.memory, 1, f"{size}-1t"))
         if size in py_sizes:
@@ -252,6 +304,15 @@ def main():
                 if pr["threads"] == dr["threads"]:
                     print(f"{mb:.0f} MB, {dr['threads']} threads: doge {pr['seconds'] / dr['seconds']:.2f}x faster, "
                           f"{pr['peak_rss'] / dr['peak_rss']:.2f}x less memory")
+    if a.kill:
+        size = parse_size(a.kill)
+        k = kill_resume(work, make_corpus(work, size), a.tokenizer, a.memory, a.threads)
+        same = [r for r in rows if r.get("shards_sha256") == k["shards_sha256"]]
+        print(f"kill -9 after {k['killed_after_s']:.1f} s with {k['pieces_done_at_kill']} pieces done "
+              f"({k['complete_dirs_after_kill']} complete dirs); rerun {k['rerun_seconds']:.1f} s reused "
+              f"{k['pieces_reused']} of {k['pieces']} pieces; shards {k['shards_sha256'][:16]} "
+              f"{'= the uninterrupted run' if same else '(no uninterrupted run of this size to compare)'}")
+        rows.append({"tool": "doge kill/resume", **k})
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 

@@ -120,7 +120,7 @@ impl Buckets {
         for p in &self.paths {
             let mut bytes = Vec::new();
             File::open(p)
-                .map(|f| BufReader::new(f))
+                .map(BufReader::new)
                 .and_then(|mut r| r.read_to_end(&mut bytes))
                 .with_context(|| format!("reading {}", p.display()))?;
             let mut entries: Vec<Entry> = bytes
