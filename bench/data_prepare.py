@@ -178,7 +178,7 @@ def ensure_venv():
     py = VENV / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "datasets", "tokenizers", "pyarrow"], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "datasets==5.2.0", "tokenizers==0.23.3", "pyarrow==26.0.1"], check=True)
     return py
 
 

@@ -128,14 +128,9 @@ pub fn dataset_files(
     }
     let api = opts.api(true)?;
     let api_repo = api.repo(repo.clone());
-    let info = api_repo.info().with_context(|| {
-        format!(
-            "could not list the files of dataset `{id}` (revision {rev}) from the hub (tried {}); without network, \
-             set HF_HUB_OFFLINE=1 to use the hub cache {}, or point `source` at a local copy of the files",
-            api_repo.url("").trim_end_matches('/'),
-            opts.cache_dir.display()
-        )
-    })?;
+    let info = api_repo
+        .info()
+        .with_context(|| listing_failed(id, rev, &api_repo, opts))?;
     let names: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let picked = pick(&names, subset, split);
     if picked.is_empty() {
@@ -153,6 +148,20 @@ pub fn dataset_files(
             })
         })
         .collect()
+}
+
+fn listing_failed(
+    id: &str,
+    rev: &str,
+    api_repo: &hf_hub::api::sync::ApiRepo,
+    opts: &HubOptions,
+) -> String {
+    format!(
+        "could not list the files of dataset `{id}` (revision {rev}) from the hub (tried {}); without network, \
+         set HF_HUB_OFFLINE=1 to use the hub cache {}, or point `source` at a local copy of the files",
+        api_repo.url("").trim_end_matches('/'),
+        opts.cache_dir.display()
+    )
 }
 
 /// A data file of a hub dataset as the hub lists it (`?blobs=true`): its Git LFS sha256 and size
@@ -193,14 +202,7 @@ pub fn dataset_listing(
         .call()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .and_then(|r| r.into_string().map_err(Into::into))
-        .with_context(|| {
-            format!(
-                "could not list the files of dataset `{id}` (revision {rev}) from the hub (tried {}); without network, \
-                 set HF_HUB_OFFLINE=1 to use the hub cache {}, or point `source` at a local copy of the files",
-                api_repo.url("").trim_end_matches('/'),
-                opts.cache_dir.display()
-            )
-        })?;
+        .with_context(|| listing_failed(id, rev, &api_repo, opts))?;
     let info: serde_json::Value = serde_json::from_str(&body)
         .with_context(|| format!("the hub's file list of dataset `{id}` is not JSON"))?;
     let commit = info["sha"].as_str().unwrap_or(rev).to_string();

@@ -15,37 +15,33 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(show: bool, len: u64, step: &str, unit: &str) -> Self {
+        Self::styled(
+            show,
+            len,
+            step,
+            &format!("{{prefix:>10}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{per_sec}}) {{msg}} {{elapsed}}"),
+        )
+    }
+
+    /// A bar over input bytes: MB/s, ETA, and tokens per second.
+    pub fn bytes(show: bool, total: u64, step: &str) -> Self {
+        Self::styled(
+            show,
+            total,
+            step,
+            "{prefix:>10} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} ({decimal_bytes_per_sec}, ETA {eta}) {msg} {elapsed}",
+        )
+    }
+
+    fn styled(show: bool, len: u64, step: &str, template: &str) -> Self {
         let bar = if show {
             ProgressBar::new(len)
         } else {
             ProgressBar::hidden()
         };
-        let style = ProgressStyle::with_template(&format!(
-            "{{prefix:>10}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{per_sec}}) {{msg}} {{elapsed}}"
-        ))
-        .expect("valid template")
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(step.to_string());
-        Progress {
-            bar,
-            start: Instant::now(),
-            tokens: AtomicU64::new(0),
-        }
-    }
-
-    /// A bar over input bytes: MB/s, ETA, and tokens per second.
-    pub fn bytes(show: bool, total: u64, step: &str) -> Self {
-        let bar = if show {
-            ProgressBar::new(total)
-        } else {
-            ProgressBar::hidden()
-        };
-        let style = ProgressStyle::with_template(
-            "{prefix:>10} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} ({decimal_bytes_per_sec}, ETA {eta}) {msg} {elapsed}",
-        )
-        .expect("valid template")
-        .progress_chars("=> ");
+        let style = ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(step.to_string());
         Progress {

@@ -137,27 +137,67 @@ impl Batcher<'_> {
     }
 }
 
-fn open_at(path: &Path, byte: u64) -> Result<BufReader<File>> {
-    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    f.seek(SeekFrom::Start(byte))
-        .with_context(|| format!("{}: cannot seek to byte {byte}", path.display()))?;
-    Ok(BufReader::with_capacity(1 << 20, f))
+/// The lines of a text file from a cursor on, with their numbers, and where the next starts.
+struct Lines<'a> {
+    path: &'a Path,
+    reader: BufReader<File>,
+    buf: Vec<u8>,
+    /// Where the next line starts, and its number.
+    byte: u64,
+    line: u64,
 }
 
-/// One line (without `\n` and `\r`) as UTF-8, or an error at its line and column.
-fn utf8_line<'a>(path: &Path, line: &'a [u8], number: u64, start: u64) -> Result<&'a str> {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    std::str::from_utf8(line).map_err(|e| {
-        let at = e.valid_up_to();
-        anyhow!(
-            "{}:{number}:{}: invalid UTF-8 (byte 0x{:02x} at offset {}); re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`",
-            path.display(),
-            at + 1,
-            line[at],
-            start + at as u64
-        )
-    })
+impl<'a> Lines<'a> {
+    fn open(path: &'a Path, at: Cursor) -> Result<Self> {
+        let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        f.seek(SeekFrom::Start(at.byte))
+            .with_context(|| format!("{}: cannot seek to byte {}", path.display(), at.byte))?;
+        Ok(Lines {
+            path,
+            reader: BufReader::with_capacity(1 << 20, f),
+            buf: Vec::new(),
+            byte: at.byte,
+            line: at.line,
+        })
+    }
+
+    /// The next line without its `\n` / `\r\n`, as UTF-8 (else an error at its line and column),
+    /// with its number; `None` at the end of the file.
+    fn next(&mut self) -> Result<Option<(u64, &str)>> {
+        self.buf.clear();
+        let (number, start) = (self.line, self.byte);
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .with_context(|| format!("{}:{number}: read error", self.path.display()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.byte += n as u64;
+        self.line += 1;
+        let line = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = std::str::from_utf8(line).map_err(|e| {
+            let at = e.valid_up_to();
+            anyhow!(
+                "{}:{number}:{}: invalid UTF-8 (byte 0x{:02x} at offset {}); re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`",
+                self.path.display(),
+                at + 1,
+                line[at],
+                start + at as u64
+            )
+        })?;
+        Ok(Some((number, text)))
+    }
+
+    /// Where the next line starts.
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            byte: self.byte,
+            line: self.line,
+            group: 0,
+        }
+    }
 }
 
 /// Blank-line-separated blocks. A piece ends after the blank line that closes a block.
@@ -167,43 +207,26 @@ fn text_blocks(
     piece_bytes: u64,
     out: &mut Batcher,
 ) -> Result<Option<Cursor>> {
-    let mut r = open_at(path, at.byte)?;
-    let (mut byte, mut number) = (at.byte, at.line);
+    let mut lines = Lines::open(path, at)?;
     let end_after = at.byte + piece_bytes.max(1);
     let mut cur = String::new();
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = r
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("{}:{number}: read error", path.display()))?;
-        if n == 0 {
-            if !cur.is_empty() {
-                out.push(Doc::Text(std::mem::take(&mut cur)))?;
-            }
-            return Ok(None);
-        }
-        let line = utf8_line(path, &buf, number, byte)?;
-        byte += n as u64;
-        number += 1;
-        if line.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push(Doc::Text(std::mem::take(&mut cur)))?;
-                if byte >= end_after {
-                    return Ok(Some(Cursor {
-                        byte,
-                        line: number,
-                        group: 0,
-                    }));
-                }
-            }
-        } else {
+    while let Some((_, line)) = lines.next()? {
+        if !line.trim().is_empty() {
             if !cur.is_empty() {
                 cur.push('\n');
             }
             cur.push_str(line);
+        } else if !cur.is_empty() {
+            out.push(Doc::Text(std::mem::take(&mut cur)))?;
+            if lines.byte >= end_after {
+                return Ok(Some(lines.cursor()));
+            }
         }
     }
+    if !cur.is_empty() {
+        out.push(Doc::Text(cur))?;
+    }
+    Ok(None)
 }
 
 /// One JSON row per line; a piece ends after a line.
@@ -215,19 +238,9 @@ fn jsonl(
     piece_bytes: u64,
     out: &mut Batcher,
 ) -> Result<Option<Cursor>> {
-    let mut r = open_at(path, at.byte)?;
-    let (mut byte, mut number) = (at.byte, at.line);
+    let mut lines = Lines::open(path, at)?;
     let end_after = at.byte + piece_bytes.max(1);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = r
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("{}:{number}: read error", path.display()))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let line = utf8_line(path, &buf, number, byte)?;
+    while let Some((number, line)) = lines.next()? {
         if !line.trim().is_empty() {
             let row: Value = serde_json::from_str(line).map_err(|e| {
                 anyhow!(
@@ -240,16 +253,11 @@ fn jsonl(
                 .map_err(|e| anyhow!("{}:{number}: {e}", path.display()))?;
             out.push(doc)?;
         }
-        byte += n as u64;
-        number += 1;
-        if byte >= end_after {
-            return Ok(Some(Cursor {
-                byte,
-                line: number,
-                group: 0,
-            }));
+        if lines.byte >= end_after {
+            return Ok(Some(lines.cursor()));
         }
     }
+    Ok(None)
 }
 
 /// A text file kept whole, or a JSON list of rows: read at once.
