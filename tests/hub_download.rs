@@ -22,9 +22,13 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// Files by repository (`datasets/owner/name` or `owner/name`), then path in the repository.
 type Repos = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
+/// Requests served: target and `Range` header.
+type Log = Mutex<Vec<(String, Option<String>)>>;
+
 struct MockHub {
     url: String,
-    requests: Arc<Mutex<Vec<String>>>,
+    /// Every request's target and `Range` header.
+    requests: Arc<Log>,
 }
 
 impl MockHub {
@@ -52,11 +56,20 @@ impl MockHub {
     }
 
     fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    fn ranges(&self) -> Vec<(String, Option<String>)> {
         self.requests.lock().unwrap().clone()
     }
 }
 
-fn serve(stream: TcpStream, repos: &Repos, log: &Mutex<Vec<String>>) {
+fn serve(stream: TcpStream, repos: &Repos, log: &Log) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
     loop {
@@ -77,7 +90,7 @@ fn serve(stream: TcpStream, repos: &Repos, log: &Mutex<Vec<String>>) {
                 }
             }
         }
-        log.lock().unwrap().push(target.clone());
+        log.lock().unwrap().push((target.clone(), range.clone()));
         let (status, headers, body) = respond(&target, range.as_deref(), repos);
         let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in headers {
@@ -879,4 +892,57 @@ fn smollm_corpus_streams_from_the_hub_file_by_file_and_frees_each() {
         .cloned()
         .collect();
     assert!(fetched.is_empty(), "pieces kept, yet fetched: {fetched:?}");
+}
+
+#[test]
+fn an_interrupted_hub_download_resumes_where_it_stopped() {
+    use doge::data::tokenizer::{train_bpe, TrainOptions};
+    use doge::data::{prepare_report, DataSpec, PrepareOptions, SourceSpec};
+    let repos = smollm_repos();
+    let name = "finemath-4plus/train-00000-of-00001.parquet";
+    let bytes = repos["datasets/HuggingFaceTB/finemath"][name].clone();
+    let hub = MockHub::start(repos);
+    let dir = tempfile::tempdir().unwrap();
+    // What a killed download leaves: the first half of the blob, under hf-hub's `.part` name.
+    let blobs = dir
+        .path()
+        .join("hub/datasets--HuggingFaceTB--finemath/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let half = bytes.len() / 2;
+    std::fs::write(
+        blobs.join(format!("{}.part", sha256_hex(&bytes))),
+        &bytes[..half],
+    )
+    .unwrap();
+    let tok = train_bpe(
+        ["fm1 the ocean tide rises when moon pulls water and"].iter(),
+        &TrainOptions {
+            vocab_size: 600,
+            min_frequency: 0,
+        },
+        &dir.path().join("tok"),
+    )
+    .unwrap();
+    let mut src = SourceSpec::new("HuggingFaceTB/finemath");
+    src.subset = Some("finemath-4plus".into());
+    let mut data = DataSpec::pretrain(vec![src], 64);
+    data.test_examples = 10;
+    let mut opts = PrepareOptions::new(dir.path().join("data"));
+    opts.hub = hub.options(dir.path());
+    opts.progress = false;
+    let p = prepare_report(&data, &tok, &opts).unwrap();
+    assert_eq!(p.manifest.sources[0].documents, 400);
+    // The rest was asked for from where the part ended, and the blob is whole.
+    let ranges = hub.ranges();
+    let want = format!("bytes={half}-");
+    assert!(
+        ranges
+            .iter()
+            .any(|(t, r)| t.ends_with(name) && r.as_deref().is_some_and(|r| r.starts_with(&want))),
+        "{ranges:?}"
+    );
+    assert_eq!(
+        std::fs::read(blobs.join(sha256_hex(&bytes))).unwrap(),
+        bytes
+    );
 }

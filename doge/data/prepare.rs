@@ -215,47 +215,65 @@ fn tokenize(
     let bar = Progress::bytes(opts.progress, total, "tokenizing");
     let root = pieces::pieces_root(&opts.cache_root);
     let dtype = Dtype::for_vocab(tok.vocab_size());
-    let mut out = Vec::with_capacity(which.len());
-    for &(s, f) in which {
+    let dir_of = |s: usize, f: usize| {
         let r = &resolved[s];
-        let file = &r.files[f];
-        let job = TokenizeJob {
-            tok,
-            kind: data.kind,
-            spec: &r.spec,
-            dtype,
-            batch_bytes: opts.batch_bytes(),
-            piece_bytes: opts.piece_bytes,
-            bar: &bar,
-        };
-        let dir = root.join(pieces::file_key(
-            file,
+        root.join(pieces::file_key(
+            &r.files[f],
             &r.spec,
             data.kind,
             tok,
             opts.piece_bytes,
-        ));
-        let ctx = || format!("data.source[{s}] `{}`", r.spec.from);
-        // A listed hub file is downloaded only now, when it is this file's turn.
-        let fetched;
-        let file = match &file.remote {
-            Some(h) if pieces::file_done(&dir).is_none() => {
-                fetched = SourceFile {
-                    path: hub::fetch(h, &opts.hub).with_context(ctx)?,
-                    ..file.clone()
+        ))
+    };
+    let ctx = |s: usize| format!("data.source[{s}] `{}`", resolved[s].spec.from);
+    std::thread::scope(|scope| {
+        // Listed hub files are downloaded one file ahead of the tokenizer, on their own thread,
+        // so the network and the cores work at once; with --delete-raw at most two raw files
+        // are on disk at a time. A rendezvous channel keeps the downloader one file ahead.
+        let (send, recv) = std::sync::mpsc::sync_channel::<Result<Option<PathBuf>>>(0);
+        scope.spawn(move || {
+            for &(s, f) in which {
+                let fetched = match &resolved[s].files[f].remote {
+                    Some(h) if pieces::file_done(&dir_of(s, f)).is_none() => {
+                        hub::fetch(h, &opts.hub).map(Some)
+                    }
+                    _ => Ok(None),
                 };
-                &fetched
+                if send.send(fetched).is_err() {
+                    return;
+                }
             }
-            _ => file,
-        };
-        let (done, reused) = pieces::tokenize_file(&dir, file, &job).with_context(ctx)?;
-        if opts.delete_raw {
-            hub::delete_raw(&file.path).with_context(ctx)?;
+        });
+        let mut out = Vec::with_capacity(which.len());
+        for &(s, f) in which {
+            let r = &resolved[s];
+            let fetched = recv
+                .recv()
+                .expect("one answer per file")
+                .with_context(|| ctx(s))?;
+            let file = SourceFile {
+                path: fetched.unwrap_or_else(|| r.files[f].path.clone()),
+                ..r.files[f].clone()
+            };
+            let job = TokenizeJob {
+                tok,
+                kind: data.kind,
+                spec: &r.spec,
+                dtype,
+                batch_bytes: opts.batch_bytes(),
+                piece_bytes: opts.piece_bytes,
+                bar: &bar,
+            };
+            let (done, reused) =
+                pieces::tokenize_file(&dir_of(s, f), &file, &job).with_context(|| ctx(s))?;
+            if opts.delete_raw {
+                hub::delete_raw(&file.path).with_context(|| ctx(s))?;
+            }
+            out.push((s, f, done, reused));
         }
-        out.push((s, f, done, reused));
-    }
-    bar.finish();
-    Ok(out)
+        bar.finish();
+        Ok(out)
+    })
 }
 
 fn run(
