@@ -1,6 +1,6 @@
 //! `doge eval`: score a checkpoint on benchmarks, print the table, record the scores.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
@@ -10,6 +10,7 @@ use crate::checkpoint::Checkpoint;
 use crate::cli::io::{parse_device, ModelArgs};
 use crate::data::tokenizer::DogeTokenizer;
 use crate::registry::cli::DEFAULT_REGISTRY;
+use crate::registry::db::Location;
 use crate::registry::Registry;
 
 #[derive(Args, Debug)]
@@ -46,9 +47,10 @@ pub struct EvalArgs {
     /// Write one JSON line per item (context, each choice's log-likelihood, prediction).
     #[arg(long, value_name = "FILE")]
     pub log_samples: Option<PathBuf>,
-    /// Registry for checkpoints outside a registry run (an eval-only run is created there).
-    #[arg(long, default_value = DEFAULT_REGISTRY)]
-    pub registry: PathBuf,
+    /// Registry for checkpoints outside a registry run (an eval-only run is created there): an
+    /// SQLite file or a `postgres://` URL (default: $DOGE_REGISTRY, else registry/doge.sqlite).
+    #[arg(long, value_name = "FILE|URL")]
+    pub registry: Option<String>,
     /// Record nothing in any registry.
     #[arg(long)]
     pub no_registry: bool,
@@ -106,9 +108,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Some(match record::owning_run(&args.model.model)? {
             Some((db, run)) => (db, run, false),
             None => {
-                let reg = Registry::open(&args.registry)?;
+                let location = match &args.registry {
+                    Some(s) => Location::parse(s),
+                    None => Location::from_env_or(Path::new(DEFAULT_REGISTRY)),
+                };
+                let reg = Registry::connect(&location)?;
                 let run = record::eval_only_run(&reg, &args.model.model, &args.model.device)?;
-                (args.registry.clone(), run, true)
+                (location, run, true)
             }
         })
     };
@@ -116,7 +122,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Ok(r) => r,
         Err(e) => {
             if let Some((db, run, true)) = &target {
-                record::finish(&Registry::open(db)?, run, false, Some(&format!("{e:#}")))?;
+                record::finish(&Registry::connect(db)?, run, false, Some(&format!("{e:#}")))?;
             }
             return Err(e);
         }
@@ -140,16 +146,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         eprintln!("{n} samples written to {}", path.display());
     }
     if let Some((db, run, eval_only)) = target {
-        let reg = Registry::open(&db)?;
+        let reg = Registry::connect(&db)?;
         let n = record::add_results(&reg, &run, &args.model.model, &results)
-            .map_err(|e| anyhow!("recording the scores in {}: {e:#}", db.display()))?;
+            .map_err(|e| anyhow!("recording the scores in {db}: {e:#}"))?;
         if eval_only {
             record::finish(&reg, &run, true, None)?;
         }
         eprintln!(
-            "{n} scores recorded for run {run} in {} (`doge runs show {run} --registry {}`)",
-            db.display(),
-            db.display()
+            "{n} scores recorded for run {run} in {db} (`doge runs show {run} --registry {db}`)"
         );
     }
     Ok(())

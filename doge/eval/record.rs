@@ -2,7 +2,9 @@
 //! count and shots, against the run that owns the evaluated checkpoint.
 //!
 //! `doge eval --model DIR`: when DIR lies inside a registry (an ancestor folder holds
-//! `doge.sqlite`, as `registry/<name>-<id>/<stage>/checkpoint-N/` does), the scores go to the run
+//! `doge.sqlite`, as `registry/<name>-<id>/<stage>/checkpoint-N/` does, or the
+//! [`SERVER_MARKER`] file the runner writes beside run directories whose registry is a server),
+//! the scores go to the run
 //! whose artifacts list DIR, or else to the run named by the folders (`<id>-<stage>`). Otherwise
 //! they go to an eval-only run in `--registry`, keyed by the checkpoint's path, so evaluating the
 //! same checkpoint again adds to the same run.
@@ -13,27 +15,39 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::TaskResult;
+use crate::registry::db::{Location, Value};
 use crate::registry::{EvalRow, NewRun, Registry, RunStatus};
 
-/// The registry file and run id the scores of `model_dir` belong to, if a registry run owns it.
-pub fn owning_run(model_dir: &Path) -> Result<Option<(PathBuf, String)>> {
+/// Beside the run directories of a registry that lives on a server: its URL (written only when
+/// the URL holds no password).
+pub const SERVER_MARKER: &str = "doge-registry.url";
+
+/// The registry a folder of run directories records into, if it is one.
+fn registry_of(root: &Path) -> Option<Location> {
+    if root.join("doge.sqlite").is_file() {
+        return Some(Location::Sqlite(root.join("doge.sqlite")));
+    }
+    let url = std::fs::read_to_string(root.join(SERVER_MARKER)).ok()?;
+    Some(Location::parse(url.trim()))
+}
+
+/// The registry and run id the scores of `model_dir` belong to, if a registry run owns it.
+pub fn owning_run(model_dir: &Path) -> Result<Option<(Location, String)>> {
     let dir = std::fs::canonicalize(model_dir)
         .with_context(|| format!("{}: no such model directory", model_dir.display()))?;
-    let Some(root) = dir
+    let Some((root, db)) = dir
         .ancestors()
         .skip(1)
-        .find(|a| a.join("doge.sqlite").is_file())
+        .find_map(|a| registry_of(a).map(|l| (a, l)))
     else {
         return Ok(None);
     };
-    let db = root.join("doge.sqlite");
-    let reg = Registry::open(&db)?;
-    let mut stmt = reg
-        .connection()
-        .prepare("SELECT run_id, path FROM artifacts ORDER BY rowid")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let reg = Registry::connect(&db)?;
+    let rows = reg
+        .db()
+        .query("SELECT run_id, path FROM artifacts ORDER BY rowid", &[])?;
     for row in rows {
-        let (run, path) = row?;
+        let (run, path) = (row.text(0)?, row.text(1)?);
         // The first run to record the directory produced it (an eval stage lists it later).
         // Artifact paths are as the runner saw them (often relative to where it ran).
         let candidates = [PathBuf::from(&path), root.join(&path)];
@@ -53,11 +67,10 @@ pub fn owning_run(model_dir: &Path) -> Result<Option<(PathBuf, String)>> {
     if parts.len() >= 2 {
         let id = parts[0].rsplit('-').next().unwrap_or_default();
         let run = format!("{id}-{}", parts[1]);
-        let exists: bool = reg.connection().query_row(
-            "SELECT COUNT(*) > 0 FROM runs WHERE id = ?1",
-            [&run],
-            |r| r.get(0),
-        )?;
+        let exists = reg.db().query_i64(
+            "SELECT COUNT(*) FROM runs WHERE id = ?1",
+            &[Value::from(&run)],
+        )? > 0;
         if exists {
             return Ok(Some((db, run)));
         }

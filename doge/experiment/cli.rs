@@ -26,8 +26,11 @@ pub enum ExpCommand {
     /// List the runs of an experiment's sweep, one line each: id, status and the swept values.
     Plan(FileArgs),
     /// Run the experiment's stages (every run of its sweep). Rerunning continues an interrupted
-    /// run from its newest checkpoint and skips finished runs.
+    /// run from its newest checkpoint and skips finished runs. Launchers started anywhere on one
+    /// registry share the sweep: each claims the next free run.
     Run(RunArgs),
+    /// The sweep's runs in the registry: state, worker, stage, step, last loss and ETA.
+    Status(FileArgs),
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +53,17 @@ pub struct RunArgs {
     /// name and the run's precision; CPUs have none).
     #[arg(long, value_name = "TFLOPS")]
     pub peak_tflops: Option<f64>,
+    /// Train N runs at once in this process, the cores split among them.
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "array_index")]
+    pub workers: usize,
+    /// Train only the I-th run of the plan (0-based, as `doge exp plan` numbers from 1: I+1);
+    /// default `$SLURM_ARRAY_TASK_ID` when set.
+    #[arg(long, value_name = "I")]
+    pub array_index: Option<usize>,
+    /// Seconds without a heartbeat after which a claimed run counts as abandoned and another
+    /// launcher takes it over (a dead process on the same host is taken over at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::train::launcher::DEFAULT_STALE_AFTER_S)]
+    pub stale_after: f64,
 }
 
 #[derive(Args, Debug)]
@@ -62,20 +76,32 @@ pub struct FileArgs {
     /// Print the resolved experiment as canonical JSON instead of KDL (`check` only).
     #[arg(long)]
     pub json: bool,
+    /// Print an sbatch script with one array task per run (`plan` only), with the resources of
+    /// the experiment's `slurm` block.
+    #[arg(long)]
+    pub slurm: bool,
 }
 
 pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
     let f = match &args.command {
         ExpCommand::Run(r) => {
+            let array_index = match r.array_index {
+                Some(i) => Some(i),
+                None => slurm_array_task()?,
+            };
             let opts = crate::train::runner::RunOptions {
                 sets: r.set.clone(),
                 device: r.device.clone(),
                 quiet: r.quiet,
                 peak_tflops: r.peak_tflops,
+                workers: if array_index.is_some() { 1 } else { r.workers },
+                array_index,
+                stale_after: r.stale_after,
+                label: None,
             };
-            return crate::train::runner::run_file(&r.file, &opts);
+            return crate::train::launcher::run_file(&r.file, &opts);
         }
-        ExpCommand::Check(f) | ExpCommand::Plan(f) => f,
+        ExpCommand::Check(f) | ExpCommand::Plan(f) | ExpCommand::Status(f) => f,
     };
     let (exp, runs) = plan(&f.file, &f.set).map_err(|e| report(&f.file, e))?;
     let text = match &args.command {
@@ -83,11 +109,43 @@ pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&super::canonical_json(&exp))? + "\n"
         }
         ExpCommand::Check(_) => check_text(&f.file, &exp, &runs),
+        ExpCommand::Plan(_) if f.slurm => {
+            let exp0 = runs.first().map_or(&exp, |r| &r.experiment);
+            let out = super::slurm::default_output(exp0);
+            if exp0.slurm.as_ref().and_then(|s| s.output.as_ref()).is_none() {
+                // sbatch opens the log before the script runs: its folder must exist.
+                let dir = std::path::Path::new(&out).parent().map(|p| p.to_path_buf());
+                if let Some(d) = dir {
+                    std::fs::create_dir_all(&d)?;
+                }
+            }
+            super::slurm::sbatch_script(&f.file, &f.set, exp0, runs.len())
+        }
         ExpCommand::Plan(_) => plan_text(&exp, &runs),
+        ExpCommand::Status(_) => {
+            let first = runs.first().map_or(&exp, |r| &r.experiment);
+            let location = first.database();
+            anyhow::ensure!(
+                location.exists(),
+                "{location}: no registry yet (nothing of this experiment has run)"
+            );
+            let reg = crate::registry::Registry::connect(&location)?;
+            super::status::status_text(&reg, &runs)?
+        }
         ExpCommand::Run(_) => unreachable!("handled above"),
     };
     print!("{text}");
     Ok(())
+}
+
+/// `$SLURM_ARRAY_TASK_ID` as a plan index, when this is a SLURM array task.
+fn slurm_array_task() -> anyhow::Result<Option<usize>> {
+    match std::env::var("SLURM_ARRAY_TASK_ID") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!("SLURM_ARRAY_TASK_ID={v:?} is not a run index (0, 1, ...)")
+        }),
+        _ => Ok(None),
+    }
 }
 
 /// `doge schema`.

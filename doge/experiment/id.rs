@@ -2,7 +2,8 @@
 //!
 //! Canonical = every default filled in (the typed value serialized), keys sorted, eval stages
 //! without training keys. Left out, because they do not change what is computed: `description`,
-//! `registry` and `sweep` (a sweep's runs carry their values already), and `data.memory`.
+//! `registry`, `runs-dir`, `slurm` and `sweep` (a sweep's runs carry their values already),
+//! and `data.memory`.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -52,7 +53,7 @@ fn sorted(v: Value) -> Value {
 pub fn run_id(exp: &Experiment) -> String {
     let mut v = canonical_json(exp);
     if let Value::Object(m) = &mut v {
-        for k in ["description", "registry", "sweep"] {
+        for k in ["description", "registry", "runs-dir", "slurm", "sweep"] {
             m.remove(k);
         }
         // How much memory preparing the data may use does not change the rows.

@@ -13,13 +13,16 @@ pub mod print;
 pub mod registry;
 pub mod resolve;
 pub mod schema;
+pub mod slurm;
 pub mod spec;
+pub mod status;
 pub mod sweep;
 mod tree;
 pub mod types;
 mod validate;
 
 use std::path::{Path, PathBuf};
+use crate::registry::db::Location;
 
 pub use error::{Error, Errors};
 pub use id::{canonical_json, run_id};
@@ -62,11 +65,21 @@ impl Experiment {
         normalize(&self.base_dir.join(p))
     }
 
-    /// The registry directory this experiment's runs are recorded in.
+    /// The directory this experiment's run directories (checkpoints) and prepared data go in.
     pub fn registry_dir(&self) -> PathBuf {
+        match (&self.registry, &self.runs_dir) {
+            (_, Some(p)) => self.local_path(p),
+            (Some(r), None) if !Location::is_url(r) => self.local_path(r),
+            _ => PathBuf::from(DEFAULT_REGISTRY),
+        }
+    }
+
+    /// The database the runs are recorded in: `registry` when it is a server URL, else
+    /// `$DOGE_REGISTRY` when set, else `doge.sqlite` in [`Self::registry_dir`].
+    pub fn database(&self) -> Location {
         match &self.registry {
-            Some(p) => self.local_path(p),
-            None => PathBuf::from(DEFAULT_REGISTRY),
+            Some(r) if Location::is_url(r) => Location::parse(r),
+            _ => Location::from_env_or(&self.registry_dir().join("doge.sqlite")),
         }
     }
 }

@@ -176,13 +176,22 @@ fn file_name(p: &Path) -> String {
     })
 }
 
+/// Whether a string of schema kind `x-path` names a local path (rebased onto the top file):
+/// `local` always, `local-or-hub` when it starts like a path, `local-or-url` unless it is a URL.
+fn is_local_path(kind: Option<&str>, p: &str) -> bool {
+    match kind {
+        Some("local") => true,
+        Some("local-or-hub") => is_local(p),
+        Some("local-or-url") => !crate::registry::db::Location::is_url(p),
+        _ => false,
+    }
+}
+
 /// Rewrites the local paths of a file (schema `x-path`) relative to the top file's directory.
 fn rebase(node: &mut Node, shape: &Shape, s: &Value, dir: &Path, base_dir: &Path) {
     match &mut node.val {
         Val::Scalar(Value::String(p)) => {
-            let kind = shape.extension(s, "x-path");
-            let local = kind == Some("local") || kind == Some("local-or-hub") && is_local(p);
-            if local && !Path::new(p.as_str()).is_absolute() {
+            if is_local_path(shape.extension(s, "x-path"), p) && !Path::new(p.as_str()).is_absolute() {
                 *p = relative(&normalize(&dir.join(p.as_str())), base_dir);
             }
         }
@@ -432,10 +441,7 @@ fn value_node(
     })?;
     let mut v = check_scalar(shape, s, v, key).map_err(fail)?;
     if let (Some((dir, base_dir)), Value::String(p)) = (paths, &mut v) {
-        let kind = shape.extension(s, "x-path");
-        if (kind == Some("local") || kind == Some("local-or-hub") && is_local(p))
-            && !Path::new(p.as_str()).is_absolute()
-        {
+        if is_local_path(shape.extension(s, "x-path"), p) && !Path::new(p.as_str()).is_absolute() {
             *p = relative(&normalize(&dir.join(p.as_str())), base_dir);
         }
     }

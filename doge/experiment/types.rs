@@ -6,8 +6,9 @@
 //!
 //! Schema extensions read by the KDL mapping (`schema.rs`):
 //! - `x-kdl-arg`: the field that a node's first argument sets (`stage "sft"` sets `kind`).
-//! - `x-path`: `local` (always a path) or `local-or-hub` (a path when it starts with `./`, `../`
-//!   or `/`, else a Hugging Face hub id). Local paths are rebased onto the top experiment file.
+//! - `x-path`: `local` (always a path), `local-or-hub` (a path when it starts with `./`, `../`
+//!   or `/`, else a Hugging Face hub id) or `local-or-url` (a path unless it is a `scheme://` URL).
+//!   Local paths are rebased onto the top experiment file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,11 +36,22 @@ pub struct Experiment {
     /// optimizer state, as the seed trains on GPUs).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
-    /// The registry directory (run directories, `doge.sqlite`), relative to the experiment file;
-    /// unset = `registry` in the current directory. Not part of the run id.
+    /// The registry: a directory (run directories and `doge.sqlite`, relative to the experiment
+    /// file), or a database server (`postgres://USER@HOST[:PORT]/DB`; run directories then go
+    /// under `runs-dir`). Unset: the database is `$DOGE_REGISTRY` when set, else
+    /// `registry/doge.sqlite` in the current directory. Not part of the run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-path" = "local-or-url"))]
+    pub registry: Option<String>,
+    /// Where run directories (checkpoints) go when the registry is a server (default `registry`
+    /// in the current directory); on a cluster, a filesystem every node sees. Not part of the run
+    /// id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-path" = "local"))]
-    pub registry: Option<String>,
+    pub runs_dir: Option<String>,
+    /// SLURM resources of each run, for `doge exp plan --slurm`. Not part of the run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<Slurm>,
     pub model: ModelSpec,
     /// tokenizer.json path, or a hub id whose tokenizer.json is used.
     #[serde(default = "default_tokenizer")]
@@ -354,6 +366,48 @@ impl Default for Schedule {
     fn default() -> Self {
         Schedule::Constant { warmup: 0.0 }
     }
+}
+
+/// What each array task of `doge exp plan --slurm` asks SLURM for (one task runs one run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Slurm {
+    /// `--partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `--account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `--qos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// Wall-clock limit per run, in SLURM's forms: `MM`, `HH:MM:SS`, `D-HH`, `D-HH:MM:SS`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// GPUs per run (`--gpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// CPU cores per run (`--cpus-per-task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Memory per run (`--mem`, e.g. `64G`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// `--constraint` (node features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// At most this many runs at once (`--array=0-N%K`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Log file of each task (default `<runs dir>/slurm/%x-%A_%a.out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Shell lines run before doge (`module load cuda`, `source venv/bin/activate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<String>,
+    /// More `#SBATCH` options as written on the sbatch command line (`--exclusive`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch: Vec<String>,
 }
 
 /// Expands an experiment into runs: the product of `grid`, the rows of `zip`, and `count`

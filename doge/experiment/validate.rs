@@ -82,6 +82,10 @@ pub fn validate(exp: &mut Experiment, tree: &Node) -> Result<(), Errors> {
     if let Some(sweep) = &exp.sweep {
         check_sweep(&mut c, sweep);
     }
+    check_registry(&mut c, exp);
+    if let Some(slurm) = &exp.slurm {
+        check_slurm(&mut c, slurm);
+    }
     for stage in &mut exp.stages {
         if stage.kind == StageKind::Dpo && stage.beta.is_none() {
             stage.beta = Some(0.1);
@@ -91,6 +95,65 @@ pub fn validate(exp: &mut Experiment, tree: &Node) -> Result<(), Errors> {
         Ok(())
     } else {
         Err(Errors(c.errors))
+    }
+}
+
+fn check_registry(c: &mut Checker, exp: &Experiment) {
+    let Some(r) = &exp.registry else { return };
+    if crate::registry::db::Location::is_url(r)
+        && !(r.starts_with("postgres://") || r.starts_with("postgresql://"))
+    {
+        let scheme = r.split("://").next().unwrap_or_default();
+        c.at(
+            &[key("registry")],
+            format!("`registry` {scheme}:// is not a database doge knows"),
+        )
+        .help = Some(
+            "give a directory (`registry \"runs\"`) or a PostgreSQL URL (`registry \"postgres://user@host/db\"`)"
+                .into(),
+        );
+    }
+}
+
+/// SLURM's time forms: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`.
+fn slurm_time_ok(t: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 4 && s.chars().all(|c| c.is_ascii_digit());
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, t),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    days.is_none_or(digits)
+        && parts.iter().all(|p| digits(p))
+        && match days {
+            Some(_) => (1..=3).contains(&parts.len()),
+            None => (1..=3).contains(&parts.len()),
+        }
+}
+
+fn check_slurm(c: &mut Checker, slurm: &crate::experiment::Slurm) {
+    if let Some(t) = &slurm.time {
+        if !slurm_time_ok(t) {
+            c.at(
+                &[key("slurm"), key("time")],
+                format!("`time` {t:?} is not a SLURM time"),
+            )
+            .help = Some("write e.g. \"12:00:00\" (12 hours) or \"2-00:00:00\" (2 days)".into());
+        }
+    }
+    if slurm.gpus == Some(0) {
+        c.at(&[key("slurm"), key("gpus")], "`gpus` must be at least 1 (leave it out for none)");
+    }
+    if slurm.max_parallel == Some(0) {
+        c.at(&[key("slurm"), key("max-parallel")], "`max-parallel` must be at least 1");
+    }
+    for (i, o) in slurm.sbatch.iter().enumerate() {
+        if !o.starts_with('-') {
+            c.at(
+                &[key("slurm"), key("sbatch"), Seg::Index(i)],
+                format!("sbatch option {o:?} must start with `-` (e.g. \"--exclusive\")"),
+            );
+        }
     }
 }
 

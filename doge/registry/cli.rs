@@ -1,11 +1,12 @@
 //! Arguments of `doge runs ...` and `doge registry ...`, and their dispatch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::commands::{self, ListQuery};
+use super::db::Location;
 use super::merge::merge;
 use super::render::Format;
 use super::{NewRun, Registry, RunStatus};
@@ -15,9 +16,20 @@ pub const DEFAULT_REGISTRY: &str = "registry/doge.sqlite";
 
 #[derive(Args, Debug, Clone)]
 pub struct RegistryPath {
-    /// The registry file.
-    #[arg(long = "registry", global = true, default_value = DEFAULT_REGISTRY)]
-    pub registry: PathBuf,
+    /// The registry: an SQLite file, or a server (`postgres://USER@HOST[:PORT]/DB`). Default:
+    /// `$DOGE_REGISTRY`, else registry/doge.sqlite.
+    #[arg(long = "registry", global = true, value_name = "FILE|URL")]
+    pub registry: Option<String>,
+}
+
+impl RegistryPath {
+    /// `--registry`, else `$DOGE_REGISTRY`, else the default file.
+    pub fn location(&self) -> Location {
+        match &self.registry {
+            Some(s) => Location::parse(s),
+            None => Location::from_env_or(Path::new(DEFAULT_REGISTRY)),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -74,10 +86,11 @@ pub struct RegistryArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
-    /// Import the runs of another registry file (runs already present are skipped).
+    /// Import the runs of another registry (runs already present are skipped), e.g. a file from
+    /// another machine into a server, or a server's runs into a local file.
     Merge {
-        /// The other machine's registry file.
-        other: PathBuf,
+        /// The other registry: an SQLite file or a `postgres://` URL.
+        other: String,
     },
     /// Test helper: write one run and N metric rows in batches (the concurrency test runs several).
     #[command(hide = true)]
@@ -138,22 +151,22 @@ pub fn run_runs(args: &RunsArgs) -> Result<()> {
 
 /// Queries need an existing file: creating an empty registry would hide a wrong path.
 fn open_existing(p: &RegistryPath) -> Result<Registry> {
+    let location = p.location();
     anyhow::ensure!(
-        p.registry.is_file(),
-        "{}: no registry here (runs record into {DEFAULT_REGISTRY} by default; pass --registry PATH)",
-        p.registry.display()
+        location.exists(),
+        "{location}: no registry here (runs record into {DEFAULT_REGISTRY} by default; pass --registry PATH or a postgres:// URL, or set DOGE_REGISTRY)"
     );
-    Registry::open(&p.registry)
+    Registry::connect(&location)
 }
 
 pub fn run_registry(args: &RegistryArgs) -> Result<()> {
     match &args.command {
         RegistryCommand::Merge { other } => {
-            let mut reg = open_existing(&args.path)?;
-            let s = merge(&mut reg, other)?;
+            let reg = Registry::connect(&args.path.location())?;
+            let other = Location::parse(other);
+            let s = merge(&reg, &other)?;
             println!(
-                "merged {}: {} new runs ({} already present), {} metrics, {} evals, {} artifacts",
-                other.display(),
+                "merged {other}: {} new runs ({} already present), {} metrics, {} evals, {} artifacts",
                 s.runs,
                 s.skipped,
                 s.metrics,
@@ -167,7 +180,7 @@ pub fn run_registry(args: &RegistryArgs) -> Result<()> {
 }
 
 fn stress(p: &RegistryPath, run: &str, rows: usize, batch: usize) -> Result<()> {
-    let mut reg = Registry::open(&p.registry)?;
+    let mut reg = Registry::connect(&p.location())?;
     reg.start_run(&NewRun {
         id: run.into(),
         experiment: "stress".into(),

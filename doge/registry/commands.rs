@@ -24,7 +24,7 @@ const BASE_COLUMNS: &[&str] = &["id", "experiment", "stage", "status"];
 /// The runs matching the query, filtered, sorted and limited.
 pub fn select(reg: &Registry, q: &ListQuery) -> Result<(Vec<RunView>, Vec<String>)> {
     let expr = q.filter.as_deref().map(filter::parse).transpose()?;
-    let mut runs = load_runs(reg.connection(), None)?;
+    let mut runs = load_runs(reg.db(), None)?;
     if let Some(e) = &expr {
         runs.retain(|r| e.eval(&|k| r.get(k)));
     }
@@ -91,7 +91,7 @@ fn time_text(t: Option<f64>) -> String {
 
 /// `doge runs show ID`.
 pub fn show(reg: &Registry, id: &str) -> Result<String> {
-    let runs = load_runs(reg.connection(), Some(&[id.to_string()]))?;
+    let runs = load_runs(reg.db(), Some(&[id.to_string()]))?;
     let r = &runs[0];
     let mut o = String::new();
     writeln!(o, "run         {}", r.id)?;
@@ -163,51 +163,49 @@ fn strings(xs: &[&str]) -> Vec<String> {
 
 /// Every column of every row as text (NULL as `-`).
 fn query_rows(reg: &Registry, sql: &str, id: &str) -> Result<Vec<Vec<String>>> {
-    let mut stmt = reg.connection().prepare(sql)?;
-    let n = stmt.column_count();
-    let mut rows = stmt.query([id])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let mut row = Vec::with_capacity(n);
-        for i in 0..n {
-            use rusqlite::types::ValueRef;
-            row.push(match r.get_ref(i)? {
-                ValueRef::Null => "-".into(),
-                ValueRef::Integer(x) => x.to_string(),
-                ValueRef::Real(x) => num(x),
-                ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into(),
-            });
-        }
-        out.push(row);
-    }
-    Ok(out)
+    use super::db::Value;
+    Ok(reg
+        .db()
+        .query(sql, &[Value::from(id)])?
+        .into_iter()
+        .map(|r| {
+            r.0.into_iter()
+                .map(|v| match v {
+                    Value::Null => "-".into(),
+                    Value::Int(x) => x.to_string(),
+                    Value::Real(x) => num(x),
+                    Value::Text(t) => t,
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// The chain of runs from the first ancestor to this run's children (`pretrain -> sft -> dpo`),
 /// the run itself in brackets.
 fn lineage(reg: &Registry, r: &RunView) -> Result<Vec<String>> {
-    let conn = reg.connection();
+    use super::db::Value;
+    let db = reg.db();
+    let first_text = |sql: &str, arg: &str| -> Result<Option<String>> {
+        Ok(db
+            .query(sql, &[Value::from(arg)])?
+            .first()
+            .and_then(|row| row.opt_text(0)))
+    };
     let mut chain = vec![format!("[{}]", r.id)];
     let mut cur = r.parent_id.clone();
     // Bounded walk: a corrupted parent cycle must not hang `show`.
     for _ in 0..64 {
         let Some(p) = cur else { break };
-        cur = conn
-            .query_row("SELECT parent_id FROM runs WHERE id = ?1", [&p], |x| {
-                x.get(0)
-            })
-            .unwrap_or(None);
+        cur = first_text("SELECT parent_id FROM runs WHERE id = ?1", &p)?;
         chain.insert(0, p);
     }
     let mut id = r.id.clone();
     for _ in 0..64 {
-        let child: Option<String> = conn
-            .query_row(
-                "SELECT id FROM runs WHERE parent_id = ?1 ORDER BY created_at LIMIT 1",
-                [&id],
-                |x| x.get(0),
-            )
-            .ok();
+        let child = first_text(
+            "SELECT id FROM runs WHERE parent_id = ?1 ORDER BY created_at LIMIT 1",
+            &id,
+        )?;
         let Some(c) = child else { break };
         chain.push(c.clone());
         id = c;
@@ -218,14 +216,14 @@ fn lineage(reg: &Registry, r: &RunView) -> Result<Vec<String>> {
 /// `doge runs compare`: the ids given, or every run of `sweep`.
 pub fn compare(reg: &Registry, ids: &[String], sweep: Option<&str>) -> Result<String> {
     let ids = match sweep {
-        Some(s) => sweep_ids(reg.connection(), s)?,
+        Some(s) => sweep_ids(reg.db(), s)?,
         None => ids.to_vec(),
     };
     anyhow::ensure!(
         !ids.is_empty(),
         "give run ids or `--sweep NAME` (see `doge runs list`)"
     );
-    let runs = load_runs(reg.connection(), Some(&ids))?;
+    let runs = load_runs(reg.db(), Some(&ids))?;
     let configs: Vec<_> = runs.iter().map(|r| flatten_config(&r.config)).collect();
     let mut header = vec!["key".to_string()];
     header.extend(runs.iter().map(|r| r.id.clone()));

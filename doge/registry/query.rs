@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Result};
-use rusqlite::{params_from_iter, Connection};
 use serde_json::Value as Json;
 
+use super::db::{Conn, Row, Tx, Value as SqlValue};
 use super::filter::Value;
 use super::now;
 
@@ -35,6 +35,8 @@ pub struct RunView {
     pub host: Option<String>,
     pub device: Option<String>,
     pub message: Option<String>,
+    /// The steps the stage plans (None: not recorded, or an eval stage).
+    pub total_steps: Option<u64>,
     /// Last value (highest step) of each metric.
     pub last_metrics: BTreeMap<String, (u64, f64)>,
     /// `task.metric` -> (value, stderr); the newest eval row wins.
@@ -153,12 +155,44 @@ pub fn flatten_config(config: &Json) -> BTreeMap<String, String> {
 
 const RUN_COLUMNS: &str =
     "id, experiment, sweep, parent_id, stage, status, config_json, created_at,
-    started_at, ended_at, heartbeat_at, git_commit, git_dirty, version, host, device, message";
+    started_at, ended_at, heartbeat_at, git_commit, git_dirty, version, host, device, message,
+    total_steps";
 
-/// Loads runs (all, or those with the given ids, in that order) with their last metrics and evals.
-pub fn load_runs(conn: &Connection, ids: Option<&[String]>) -> Result<Vec<RunView>> {
+/// Loads runs (all, or those with the given ids, in that order) with their last metrics and evals,
+/// all from one snapshot of the database: a sweep writing meanwhile never shows a run with fewer
+/// metrics than a previous read did.
+pub fn load_runs(db: &Conn, ids: Option<&[String]>) -> Result<Vec<RunView>> {
+    db.transaction(Tx::Snapshot, |db| load_runs_now(db, ids))
+}
+
+fn run_from(r: &Row, t: f64) -> Result<RunView> {
+    let config = r.text(6)?;
+    Ok(RunView {
+        id: r.text(0)?,
+        experiment: r.text(1)?,
+        sweep: r.opt_text(2),
+        parent_id: r.opt_text(3),
+        stage: r.text(4)?,
+        status: display_status(&r.text(5)?, r.opt_f64(10), t),
+        config: serde_json::from_str(&config).unwrap_or(Json::Null),
+        created_at: r.f64(7)?,
+        started_at: r.opt_f64(8),
+        ended_at: r.opt_f64(9),
+        heartbeat_at: r.opt_f64(10),
+        git_commit: r.opt_text(11),
+        git_dirty: r.opt_i64(12).map(|d| d != 0),
+        version: r.text(13)?,
+        host: r.opt_text(14),
+        device: r.opt_text(15),
+        message: r.opt_text(16),
+        total_steps: r.opt_i64(17).map(|n| n as u64),
+        last_metrics: BTreeMap::new(),
+        evals: BTreeMap::new(),
+    })
+}
+
+fn load_runs_now(db: &Conn, ids: Option<&[String]>) -> Result<Vec<RunView>> {
     let t = now();
-    let mut runs = Vec::new();
     let sql = match ids {
         None => format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, id"),
         Some(ids) => format!(
@@ -166,35 +200,12 @@ pub fn load_runs(conn: &Connection, ids: Option<&[String]>) -> Result<Vec<RunVie
             vec!["?"; ids.len()].join(",")
         ),
     };
-    let mut stmt = conn.prepare(&sql)?;
-    let args = ids.unwrap_or(&[]);
-    let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
-        let config: String = r.get(6)?;
-        Ok(RunView {
-            id: r.get(0)?,
-            experiment: r.get(1)?,
-            sweep: r.get(2)?,
-            parent_id: r.get(3)?,
-            stage: r.get(4)?,
-            status: display_status(&r.get::<_, String>(5)?, r.get(10)?, t),
-            config: serde_json::from_str(&config).unwrap_or(Json::Null),
-            created_at: r.get(7)?,
-            started_at: r.get(8)?,
-            ended_at: r.get(9)?,
-            heartbeat_at: r.get(10)?,
-            git_commit: r.get(11)?,
-            git_dirty: r.get(12)?,
-            version: r.get(13)?,
-            host: r.get(14)?,
-            device: r.get(15)?,
-            message: r.get(16)?,
-            last_metrics: BTreeMap::new(),
-            evals: BTreeMap::new(),
-        })
-    })?;
-    for r in rows {
-        runs.push(r?);
-    }
+    let args: Vec<SqlValue> = ids.unwrap_or(&[]).iter().map(SqlValue::from).collect();
+    let mut runs = db
+        .query(&sql, &args)?
+        .iter()
+        .map(|r| run_from(r, t))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(ids) = ids {
         let order: HashMap<&str, usize> = ids
             .iter()
@@ -206,46 +217,50 @@ pub fn load_runs(conn: &Connection, ids: Option<&[String]>) -> Result<Vec<RunVie
         }
         runs.sort_by_key(|r| order[r.id.as_str()]);
     }
-    attach_metrics_and_evals(conn, &mut runs, ids)?;
+    attach_metrics_and_evals(db, &mut runs, &args)?;
     Ok(runs)
 }
 
-fn attach_metrics_and_evals(
-    conn: &Connection,
-    runs: &mut [RunView],
-    ids: Option<&[String]>,
-) -> Result<()> {
+fn attach_metrics_and_evals(db: &Conn, runs: &mut [RunView], ids: &[SqlValue]) -> Result<()> {
     let index: HashMap<String, usize> = runs
         .iter()
         .enumerate()
         .map(|(i, r)| (r.id.clone(), i))
         .collect();
-    let filter = match ids {
-        None => String::new(),
-        Some(ids) => format!("WHERE run_id IN ({})", vec!["?"; ids.len()].join(",")),
+    let filter = |col: &str| match ids.len() {
+        0 => String::new(),
+        n => format!("WHERE {col} IN ({})", vec!["?"; n].join(",")),
     };
-    let args = ids.unwrap_or(&[]);
-    // SQLite returns the bare columns of the row holding max(): the last step's value.
-    let mut stmt = conn.prepare(&format!(
-        "SELECT run_id, name, max(step), value FROM metrics {filter} GROUP BY run_id, name"
-    ))?;
-    let mut rows = stmt.query(params_from_iter(args.iter()))?;
-    while let Some(r) = rows.next()? {
-        if let Some(&i) = index.get(&r.get::<_, String>(0)?) {
-            let step: i64 = r.get(2)?;
+    // The value at each metric's highest step (the newest row of that step wins). SQLite would
+    // return it as a bare column beside max(step); PostgreSQL refuses bare columns, so both join.
+    let rows = db.query(
+        &format!(
+            "SELECT m.run_id, m.name, m.step, m.value FROM metrics m
+             JOIN (SELECT run_id, name, max(step) AS step FROM metrics {} GROUP BY run_id, name) last
+               ON m.run_id = last.run_id AND m.name = last.name AND m.step = last.step
+             ORDER BY m.rowid",
+            filter("run_id")
+        ),
+        ids,
+    )?;
+    for r in rows {
+        if let Some(&i) = index.get(&r.text(0)?) {
             runs[i]
                 .last_metrics
-                .insert(r.get(1)?, (step as u64, r.get(3)?));
+                .insert(r.text(1)?, (r.i64(2)? as u64, r.f64(3)?));
         }
     }
-    let mut stmt = conn.prepare(&format!(
-        "SELECT run_id, task, metric, value, stderr FROM evals {filter} ORDER BY rowid"
-    ))?;
-    let mut rows = stmt.query(params_from_iter(args.iter()))?;
-    while let Some(r) = rows.next()? {
-        if let Some(&i) = index.get(&r.get::<_, String>(0)?) {
-            let key = format!("{}.{}", r.get::<_, String>(1)?, r.get::<_, String>(2)?);
-            runs[i].evals.insert(key, (r.get(3)?, r.get(4)?));
+    let rows = db.query(
+        &format!(
+            "SELECT run_id, task, metric, value, stderr FROM evals {} ORDER BY rowid",
+            filter("run_id")
+        ),
+        ids,
+    )?;
+    for r in rows {
+        if let Some(&i) = index.get(&r.text(0)?) {
+            let key = format!("{}.{}", r.text(1)?, r.text(2)?);
+            runs[i].evals.insert(key, (r.f64(3)?, r.opt_f64(4)));
         }
     }
     Ok(())
@@ -276,11 +291,15 @@ pub fn sort_runs(runs: &mut [RunView], key: &str) {
 }
 
 /// Ids of the runs of a sweep, oldest first.
-pub fn sweep_ids(conn: &Connection, sweep: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT id FROM runs WHERE sweep = ?1 ORDER BY created_at, id")?;
-    let ids = stmt
-        .query_map([sweep], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+pub fn sweep_ids(db: &Conn, sweep: &str) -> Result<Vec<String>> {
+    let ids = db
+        .query(
+            "SELECT id FROM runs WHERE sweep = ?1 ORDER BY created_at, id",
+            &[SqlValue::from(sweep)],
+        )?
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<Vec<String>>>()?;
     if ids.is_empty() {
         bail!("no runs in sweep `{sweep}` (the `sweep` column of `doge runs list`)");
     }

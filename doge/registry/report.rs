@@ -59,11 +59,11 @@ pub fn write_report(
     out: &Path,
 ) -> Result<ReportFiles> {
     let ids = match sweep {
-        Some(s) => Some(sweep_ids(reg.connection(), s)?),
+        Some(s) => Some(sweep_ids(reg.db(), s)?),
         None if ids.is_empty() => None,
         None => Some(ids.to_vec()),
     };
-    let runs = load_runs(reg.connection(), ids.as_deref())?;
+    let runs = load_runs(reg.db(), ids.as_deref())?;
     anyhow::ensure!(!runs.is_empty(), "the registry has no runs to report on");
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::rows::TokenRows;
 use crate::data::{PrepareOptions, TokenDataset};
@@ -17,9 +17,31 @@ fn options(exp: &Experiment) -> PrepareOptions {
     o
 }
 
+/// Runs `f` holding an exclusive lock on the experiment's data cache: workers of one sweep (threads
+/// or processes, on one machine or on a shared filesystem) would otherwise train the same
+/// tokenizer or tokenize the same corpus at once. Once prepared, the wait is a cache lookup.
+fn with_data_lock<T>(exp: &Experiment, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let root = crate::data::experiment_cache_root(exp);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let path = root.join(".prepare.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    let result = f();
+    drop(lock); // closing the file releases the lock
+    result
+}
+
 /// The folder of the experiment's tokenizer (trained and cached on first use when needed).
 pub fn tokenizer_dir(exp: &Experiment) -> Result<PathBuf> {
-    Ok(crate::data::experiment_tokenizer(exp, &options(exp))?.dir)
+    with_data_lock(exp, || {
+        Ok(crate::data::experiment_tokenizer(exp, &options(exp))?.dir)
+    })
 }
 
 /// The token rows a pretrain stage (packed text) or an SFT stage (chats with assistant masks)
@@ -30,7 +52,8 @@ pub fn stage_rows(exp: &Experiment, stage: &Stage) -> Result<Box<dyn TokenRows>>
 
 /// The prepared data of a stage, checked to be of the stage's kind (text, chats or pairs).
 pub fn stage_dataset(exp: &Experiment, stage: &Stage) -> Result<TokenDataset> {
-    let (tok, dir) = crate::data::prepare_experiment(exp, stage, &options(exp))?;
+    let (tok, dir) =
+        with_data_lock(exp, || crate::data::prepare_experiment(exp, stage, &options(exp)))?;
     let cfg_vocab = exp
         .model
         .to_config(&exp.base_dir)

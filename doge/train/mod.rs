@@ -2,6 +2,7 @@
 
 pub mod data_bridge;
 pub mod dpo;
+pub mod launcher;
 pub mod mfu;
 pub mod optimizer;
 pub mod pretrain;

@@ -28,7 +28,7 @@ use crate::registry::{NewRun, Registry, RunStatus};
 /// Non-finite steps in a row that abort a stage.
 pub const MAX_BAD_STEPS: u32 = 5;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// `--set KEY=VALUE` overrides, in order.
     pub sets: Vec<String>,
@@ -38,6 +38,24 @@ pub struct RunOptions {
     pub quiet: bool,
     /// The device's peak TFLOP/s for MFU, overriding the datasheet table.
     pub peak_tflops: Option<f64>,
+    /// Runs trained at once by this process (threads split among them); 0 or 1: one at a time.
+    pub workers: usize,
+    /// Run only the I-th run of the sweep's plan (a SLURM array task).
+    pub array_index: Option<usize>,
+    /// Seconds without a heartbeat after which another worker takes a claimed run over.
+    pub stale_after: f64,
+    /// Prefix of this run's log lines (set when several runs share the terminal).
+    pub label: Option<String>,
+}
+
+impl RunOptions {
+    /// Prints a log line, prefixed with the run's label when runs share the terminal.
+    pub(crate) fn say(&self, line: &str) {
+        match &self.label {
+            Some(l) => eprintln!("[{l}] {line}"),
+            None => eprintln!("{line}"),
+        }
+    }
 }
 
 /// The error a run ends with when Ctrl-C stopped it (after saving a checkpoint).
@@ -49,7 +67,7 @@ pub struct Interrupted {
 }
 
 /// Raised on Ctrl-C; the loop saves and stops at the next step boundary. A second Ctrl-C exits.
-fn stop_flag() -> Arc<AtomicBool> {
+pub(crate) fn stop_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
@@ -68,61 +86,8 @@ fn stop_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
-/// Runs every run of the experiment file (one, or a sweep's).
-pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
-    let (_, runs) = experiment::plan(path, &opts.sets).map_err(|e| {
-        eprint!("{e}");
-        anyhow!(
-            "{}: the experiment has errors; nothing was run",
-            path.display()
-        )
-    })?;
-    for run in &runs {
-        check_runnable(&run.experiment)?;
-    }
-    let stop = stop_flag();
-    for run in &runs {
-        if experiment::registry::status(&run.experiment) == experiment::registry::RunStatus::Done {
-            eprintln!(
-                "{}-{}: already done ({})",
-                run.experiment.name,
-                run.id,
-                experiment::registry::run_dir(&run.experiment).display()
-            );
-            continue;
-        }
-        run_one(path, &run.experiment, &run.id, opts, &stop)?;
-    }
-    print_summary(&runs)
-}
-
-/// The runs this command covered, as `doge runs list` shows them: one row per stage.
-fn print_summary(runs: &[experiment::Run]) -> Result<()> {
-    let Some(first) = runs.first() else {
-        return Ok(());
-    };
-    let registry = Registry::open(&first.experiment.registry_dir().join("doge.sqlite"))?;
-    let ids: Vec<String> = runs
-        .iter()
-        .flat_map(|r| {
-            r.experiment
-                .stages
-                .iter()
-                .map(move |s| format!("'{}-{}'", r.id, s.id()))
-        })
-        .collect();
-    let query = crate::registry::commands::ListQuery {
-        filter: Some(format!("id in ({})", ids.join(", "))),
-        sort: None,
-        limit: None,
-        format: crate::registry::render::Format::Table,
-    };
-    eprint!("\n{}", crate::registry::commands::list(&registry, &query)?);
-    Ok(())
-}
-
 /// Refuses, before any compute, what this version cannot run.
-fn check_runnable(exp: &Experiment) -> Result<()> {
+pub(crate) fn check_runnable(exp: &Experiment) -> Result<()> {
     for stage in &exp.stages {
         // Every kind runs today; a new kind must be accepted here before it can.
         match stage.kind {
@@ -148,10 +113,12 @@ fn device_label(dev: &Device) -> String {
     }
 }
 
-fn run_one(
+/// Trains one run of the experiment (every stage not yet done) into its run directory.
+pub(crate) fn run_one(
     path: &Path,
     exp: &Experiment,
     id: &str,
+    registry: &mut Registry,
     opts: &RunOptions,
     stop: &AtomicBool,
 ) -> Result<()> {
@@ -167,9 +134,8 @@ fn run_one(
     }
     let config_json = serde_json::to_string_pretty(&config)?;
     std::fs::write(run_dir.join("experiment.json"), &config_json)?;
-    let mut registry = Registry::open(&exp.registry_dir().join("doge.sqlite"))?;
     let dev = pick_device(opts.device.as_deref().unwrap_or(&exp.device))?;
-    eprintln!("run {}-{id} in {}", exp.name, run_dir.display());
+    opts.say(&format!("run {}-{id} in {}", exp.name, run_dir.display()));
 
     let mut previous: Option<(PathBuf, String)> = None; // (final checkpoint, registry run id)
     for stage in &exp.stages {
@@ -197,7 +163,7 @@ fn run_one(
             previous.as_ref().map(|p| p.0.as_path()),
             &stage_dir,
             &run_id,
-            &mut registry,
+            registry,
             &dev,
             opts,
             stop,
@@ -211,7 +177,7 @@ fn run_one(
                 )?;
                 registry.add_artifact(&run_id, "final", &final_dir, None)?;
                 registry.finish_run(&run_id, RunStatus::Done, None)?;
-                eprintln!("stage {} done: {}", stage.id(), final_dir.display());
+                opts.say(&format!("stage {} done: {}", stage.id(), final_dir.display()));
                 previous = Some((final_dir, run_id));
             }
             Ok(StageOutcome::Interrupted(dir)) => {
@@ -292,7 +258,7 @@ fn run_stage(
         rows.row_len().saturating_sub(1),
         format!("{run_id}:{}", rows.row_len()),
     )?;
-    eprintln!(
+    opts.say(&format!(
         "stage {}: {} steps x {} rows of {} tokens ({} train rows, {} test rows)",
         stage.id(),
         settings.total_steps,
@@ -300,8 +266,8 @@ fn run_stage(
         rows.row_len(),
         rows.num_train_rows(),
         rows.num_test_rows()
-    );
-    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts.quiet)
+    ));
+    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts)?
         .with_utilisation(utilisation(exp, cfg, rows.row_len(), dev, opts));
     let _autocast = crate::model::autocast::enable(exp.precision.matmul_dtype());
     if stage.kind == StageKind::Sft {
@@ -348,15 +314,15 @@ fn run_dpo_stage(
         2 * max_len,
         format!("{run_id}:dpo:{max_len}:{beta}"),
     )?;
-    eprintln!(
+    opts.say(&format!(
         "stage {}: {} steps x {} pairs of at most {max_len} tokens ({} train pairs, {} test pairs), beta {beta}",
         stage.id(),
         settings.total_steps,
         settings.batch_size * settings.grad_accum,
         pairs.num_train_rows(),
         pairs.num_test_rows()
-    );
-    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts.quiet)
+    ));
+    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts)?
         .with_utilisation(utilisation(exp, cfg, max_len, dev, opts));
     let _autocast = crate::model::autocast::enable(exp.precision.matmul_dtype());
     super::dpo::train(
@@ -531,6 +497,8 @@ struct RegistryObserver<'a> {
     bar: ProgressBar,
     /// Turns tokens/s into MFU, on devices with a known peak.
     utilisation: Option<Utilisation>,
+    /// Prefix of log lines when runs share the terminal.
+    label: Option<String>,
 }
 
 /// FLOPs per token of this model at this context, and the device's peak for the run's precision
@@ -554,8 +522,14 @@ fn utilisation(
 }
 
 impl<'a> RegistryObserver<'a> {
-    fn new(registry: &'a mut Registry, run_id: &str, total: u64, quiet: bool) -> Self {
-        let bar = if quiet {
+    fn new(
+        registry: &'a mut Registry,
+        run_id: &str,
+        total: u64,
+        opts: &RunOptions,
+    ) -> Result<Self> {
+        registry.set_total_steps(run_id, total)?;
+        let bar = if opts.quiet {
             ProgressBar::hidden()
         } else {
             ProgressBar::new(total)
@@ -566,12 +540,13 @@ impl<'a> RegistryObserver<'a> {
             )
             .expect("a valid template"),
         );
-        Self {
+        Ok(Self {
             registry,
             run_id: run_id.into(),
             bar,
             utilisation: None,
-        }
+            label: opts.label.clone(),
+        })
     }
 
     fn with_utilisation(mut self, utilisation: Option<Utilisation>) -> Self {
@@ -613,7 +588,9 @@ impl StageObserver for RegistryObserver<'_> {
     }
     fn println(&mut self, line: &str) {
         // A hidden bar (quiet, or stderr not a terminal) swallows println: logs must still show.
-        if self.bar.is_hidden() {
+        if let Some(l) = &self.label {
+            eprintln!("[{l}] {line}");
+        } else if self.bar.is_hidden() {
             eprintln!("{line}");
         } else {
             self.bar.println(line);
