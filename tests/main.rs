@@ -5,6 +5,7 @@
 mod data_support;
 mod reference_support;
 mod registry_support;
+mod sweep_support;
 
 mod autocast_bf16;
 mod bench_cli;
@@ -37,6 +38,9 @@ mod registry_report;
 mod registry_scale;
 mod registry_show_compare;
 mod smalldoge_layouts;
+mod sweep_claims;
+mod sweep_postgres;
+mod sweep_slurm;
 mod tokenizer_text_input;
 mod train_dpo;
 mod train_loop;

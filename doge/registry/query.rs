@@ -37,6 +37,8 @@ pub struct RunView {
     pub message: Option<String>,
     /// The steps the stage plans (None: not recorded, or an eval stage).
     pub total_steps: Option<u64>,
+    /// How many metric rows the run has logged (key `metric_rows`).
+    pub metric_rows: u64,
     /// Last value (highest step) of each metric.
     pub last_metrics: BTreeMap<String, (u64, f64)>,
     /// `task.metric` -> (value, stderr); the newest eval row wins.
@@ -70,6 +72,7 @@ impl RunView {
             "version" => return Value::Str(self.version.clone()),
             "git_commit" => return text(&self.git_commit),
             "created" | "created_at" => return Value::Num(self.created_at),
+            "metric_rows" => return Value::Num(self.metric_rows as f64),
             _ => {}
         }
         if let Some(name) = key.strip_prefix("metric.") {
@@ -186,6 +189,7 @@ fn run_from(r: &Row, t: f64) -> Result<RunView> {
         device: r.opt_text(15),
         message: r.opt_text(16),
         total_steps: r.opt_i64(17).map(|n| n as u64),
+        metric_rows: 0,
         last_metrics: BTreeMap::new(),
         evals: BTreeMap::new(),
     })
@@ -248,6 +252,18 @@ fn attach_metrics_and_evals(db: &Conn, runs: &mut [RunView], ids: &[SqlValue]) -
             runs[i]
                 .last_metrics
                 .insert(r.text(1)?, (r.i64(2)? as u64, r.f64(3)?));
+        }
+    }
+    let rows = db.query(
+        &format!(
+            "SELECT run_id, count(*) FROM metrics {} GROUP BY run_id",
+            filter("run_id")
+        ),
+        ids,
+    )?;
+    for r in rows {
+        if let Some(&i) = index.get(&r.text(0)?) {
+            runs[i].metric_rows = r.i64(1)? as u64;
         }
     }
     let rows = db.query(

@@ -1,0 +1,143 @@
+//! Issue 19, acceptance 1: launchers share a sweep through the registry's claims. Two processes
+//! started at once train each run exactly once between them; `--workers 3` does the same in one
+//! process; a worker killed with `kill -9` is taken over by the next launch, which finishes its
+//! run from the checkpoint.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::sweep_support::{assert_six_done_once, doge, finish, losses, spawn, trained, workdir};
+use doge::registry::db::Location;
+use doge::registry::Registry;
+
+#[test]
+fn two_launchers_started_together_train_each_run_once() {
+    let dir = workdir("./registry", "");
+    let a = spawn(doge(dir.path(), &["exp", "run", "sweep.kdl", "--quiet"]));
+    let b = spawn(doge(dir.path(), &["exp", "run", "sweep.kdl", "--quiet"]));
+    let (la, lb) = (finish(a, "launcher a"), finish(b, "launcher b"));
+    let (ta, tb) = (trained(&la), trained(&lb));
+    eprintln!("launcher a trained {ta:?}, launcher b {tb:?}");
+    let all: Vec<&String> = ta.iter().chain(&tb).collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(all.len(), 6, "each run trained exactly once:\n{la}\n{lb}");
+    assert_eq!(distinct.len(), 6);
+    assert_six_done_once(&Location::Sqlite(dir.path().join("registry/doge.sqlite")));
+    // A third launch finds nothing to do.
+    let c = finish(
+        spawn(doge(dir.path(), &["exp", "run", "sweep.kdl"])),
+        "launcher c",
+    );
+    assert!(trained(&c).is_empty(), "{c}");
+    assert_eq!(c.matches("already done").count(), 6, "{c}");
+}
+
+#[test]
+fn three_workers_in_one_process_train_each_run_once_with_the_same_losses() {
+    let dir = workdir("./registry", "");
+    let log = finish(
+        spawn(doge(
+            dir.path(),
+            &["exp", "run", "sweep.kdl", "--workers", "3"],
+        )),
+        "--workers 3",
+    );
+    assert!(log.contains("3 workers"), "{log}");
+    let t = trained(&log);
+    assert_eq!(t.len(), 6, "{log}");
+    assert_eq!(t.iter().collect::<BTreeSet<_>>().len(), 6);
+    let threaded = Location::Sqlite(dir.path().join("registry/doge.sqlite"));
+    assert_six_done_once(&threaded);
+
+    // One at a time gives bit-equal losses: workers share nothing that changes the arithmetic.
+    let serial = workdir("./registry", "");
+    finish(
+        spawn(doge(serial.path(), &["exp", "run", "sweep.kdl"])),
+        "serial",
+    );
+    let serial_loc = Location::Sqlite(serial.path().join("registry/doge.sqlite"));
+    assert_eq!(
+        losses(&Registry::connect(&threaded).unwrap()),
+        losses(&Registry::connect(&serial_loc).unwrap())
+    );
+}
+
+#[test]
+fn a_killed_worker_is_taken_over_and_its_run_finishes_from_the_checkpoint() {
+    let dir = workdir("./registry", "");
+    let args = [
+        "exp",
+        "run",
+        "sweep.kdl",
+        "--array-index",
+        "0",
+        "--set",
+        "stage.pretrain.max-steps=400",
+    ];
+    let mut first = spawn(doge(dir.path(), &args));
+    let runs = dir.path().join("registry");
+    let start = Instant::now();
+    // Kill it once it has saved a checkpoint and gone on past it.
+    let checkpoint = loop {
+        let found = std::fs::read_dir(&runs).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("pretrain"))
+                .find_map(|p| {
+                    std::fs::read_dir(&p).ok().and_then(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| n.starts_with("checkpoint-"))
+                            .max()
+                    })
+                })
+        });
+        if let Some(c) = found {
+            std::thread::sleep(Duration::from_millis(300));
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint within 2 minutes"
+        );
+        assert!(first.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let db = Location::Sqlite(runs.join("doge.sqlite"));
+    let reg = Registry::connect(&db).unwrap();
+    let live = reg
+        .db()
+        .query_i64("SELECT count(*) FROM claims WHERE status IN ('claimed', 'running')", &[])
+        .unwrap();
+    assert_eq!(live, 1, "the dead worker's claim is still there");
+    drop(reg);
+
+    let log = finish(spawn(doge(dir.path(), &args)), "the second launch");
+    assert!(log.contains("taking its run over"), "{log}");
+    let resumed = log
+        .lines()
+        .find(|l| l.starts_with("resumed from"))
+        .unwrap_or_else(|| panic!("no resume:\n{log}"));
+    let step: u64 = resumed
+        .rsplit("(step ")
+        .next()
+        .and_then(|s| s.trim_end_matches(')').parse().ok())
+        .unwrap();
+    assert!(step >= 5, "resumed from {checkpoint} at step {step}");
+    let reg = Registry::connect(&db).unwrap();
+    let d = reg.db();
+    let n = |sql: &str| d.query_i64(sql, &[]).unwrap();
+    assert_eq!(n("SELECT count(*) FROM claims WHERE status = 'done'"), 1);
+    assert_eq!(n("SELECT attempts FROM claims"), 2);
+    assert_eq!(n("SELECT count(*) FROM runs WHERE status = 'done'"), 1);
+    assert_eq!(
+        n("SELECT count(*) FROM metrics WHERE name = 'loss'"),
+        400,
+        "every step logged exactly once"
+    );
+    assert_eq!(
+        n("SELECT count(DISTINCT step) FROM metrics WHERE name = 'loss'"),
+        400
+    );
+}
