@@ -75,6 +75,7 @@ fn a_killed_worker_is_taken_over_and_its_run_finishes_from_the_checkpoint() {
         "stage.pretrain.max-steps=400",
     ];
     let mut first = spawn(doge(dir.path(), &args));
+    let pid = first.id();
     let runs = dir.path().join("registry");
     let start = Instant::now();
     // Kill it once it has saved a checkpoint and gone on past it.
@@ -99,7 +100,10 @@ fn a_killed_worker_is_taken_over_and_its_run_finishes_from_the_checkpoint() {
             start.elapsed() < Duration::from_secs(120),
             "no checkpoint within 2 minutes"
         );
-        assert!(first.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     first.kill().unwrap(); // SIGKILL
@@ -108,10 +112,34 @@ fn a_killed_worker_is_taken_over_and_its_run_finishes_from_the_checkpoint() {
     let reg = Registry::connect(&db).unwrap();
     let live = reg
         .db()
-        .query_i64("SELECT count(*) FROM claims WHERE status IN ('claimed', 'running')", &[])
+        .query_i64(
+            "SELECT count(*) FROM claims WHERE status IN ('claimed', 'running')",
+            &[],
+        )
         .unwrap();
     assert_eq!(live, 1, "the dead worker's claim is still there");
     drop(reg);
+    let status = doge(
+        dir.path(),
+        &[
+            "exp",
+            "status",
+            "sweep.kdl",
+            "--set",
+            "stage.pretrain.max-steps=400",
+        ],
+    )
+    .output()
+    .unwrap();
+    let status = String::from_utf8(status.stdout).unwrap();
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("0 "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        row.contains("running (stale)") && row.contains(&format!(":{pid}")) && row.contains("/400"),
+        "{status}"
+    );
 
     let log = finish(spawn(doge(dir.path(), &args)), "the second launch");
     assert!(log.contains("taking its run over"), "{log}");

@@ -36,7 +36,14 @@ fn a_postgres_sweep_with_three_workers_reads_consistently_while_it_runs() {
         let out = doge(
             dir.path(),
             &[
-                "runs", "list", "--registry", &url, "--format", "json", "--sort", "metric_rows",
+                "runs",
+                "list",
+                "--registry",
+                &url,
+                "--format",
+                "json",
+                "--sort",
+                "metric_rows",
             ],
         )
         .output()
@@ -77,7 +84,10 @@ fn a_postgres_sweep_with_three_workers_reads_consistently_while_it_runs() {
     let log = finish(sweep, "the postgres sweep");
     assert_eq!(trained(&log).len(), 6, "{log}");
     eprintln!("{polls} polls, saw a running run: {saw_running}");
-    assert!(polls >= 3 && saw_running, "the polls must overlap the sweep ({polls} polls)");
+    assert!(
+        polls >= 3 && saw_running,
+        "the polls must overlap the sweep ({polls} polls)"
+    );
     assert_eq!(seen.len(), 6);
     assert!(seen.values().all(|v| v.2 == 1));
 
@@ -88,8 +98,10 @@ fn a_postgres_sweep_with_three_workers_reads_consistently_while_it_runs() {
     assert_eq!(n("SELECT count(*) FROM claims WHERE status = 'done'"), 6);
     assert_eq!(n("SELECT count(*) FROM metrics WHERE name = 'loss'"), 360);
     assert_eq!(
-        n("SELECT count(*) FROM (SELECT run_id, name, step FROM metrics
-             GROUP BY run_id, name, step HAVING count(*) > 1) dup"),
+        n(
+            "SELECT count(*) FROM (SELECT run_id, name, step FROM metrics
+             GROUP BY run_id, name, step HAVING count(*) > 1) dup"
+        ),
         0
     );
     assert!(dir.path().join("runs").is_dir() && !dir.path().join("registry").exists());

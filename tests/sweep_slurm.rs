@@ -49,12 +49,18 @@ fn array_tasks_in_any_order_give_the_plain_sweeps_runs() {
         "same run ids, bit-equal losses"
     );
 
-    let out = doge(array.path(), &["exp", "run", "sweep.kdl", "--array-index", "6"])
-        .output()
-        .unwrap();
+    let out = doge(
+        array.path(),
+        &["exp", "run", "sweep.kdl", "--array-index", "6"],
+    )
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("--array-index 6") && err.contains("indices 0 to 5"), "{err}");
+    assert!(
+        err.contains("--array-index 6") && err.contains("indices 0 to 5"),
+        "{err}"
+    );
     let out = doge(array.path(), &["exp", "run", "sweep.kdl"])
         .env("SLURM_ARRAY_TASK_ID", "x")
         .output()
@@ -78,7 +84,11 @@ fn the_sbatch_script_is_the_hand_written_one() {
     )
     .output()
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected =
         std::fs::read_to_string(root.join("tests/fixtures/experiments/sweep_slurm.sbatch"))
             .unwrap();
@@ -97,15 +107,23 @@ fn the_default_log_folder_is_created_under_the_runs_directory() {
         script.contains("#SBATCH --output=registry/slurm/%x-%A_%a.out\n"),
         "{script}"
     );
-    assert!(!script.contains("--partition"), "no slurm block, no partition: {script}");
+    assert!(
+        !script.contains("--partition"),
+        "no slurm block, no partition: {script}"
+    );
     assert!(dir.path().join("registry/slurm").is_dir());
 }
 
 #[test]
 fn a_bad_slurm_time_is_located() {
     let dir = workdir("./registry", "slurm {\n    time \"12h\"\n}");
-    let out = doge(dir.path(), &["exp", "check", "sweep.kdl"]).output().unwrap();
+    let out = doge(dir.path(), &["exp", "check", "sweep.kdl"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("sweep.kdl:7:") && err.contains("not a SLURM time"), "{err}");
+    assert!(
+        err.contains("sweep.kdl:7:") && err.contains("not a SLURM time"),
+        "{err}"
+    );
 }

@@ -69,7 +69,10 @@ pub fn doge(dir: &Path, args: &[&str]) -> Command {
 }
 
 pub fn spawn(mut c: Command) -> Child {
-    c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Waits and insists on success, returning stderr.
@@ -120,8 +123,10 @@ pub fn assert_six_done_once(location: &Location) {
     assert_eq!(n("SELECT count(*) FROM runs WHERE status = 'done'"), 6);
     assert_eq!(n("SELECT count(*) FROM claims WHERE status = 'done'"), 6);
     assert_eq!(
-        n("SELECT count(*) FROM (SELECT run_id, name, step FROM metrics
-             GROUP BY run_id, name, step HAVING count(*) > 1) dup"),
+        n(
+            "SELECT count(*) FROM (SELECT run_id, name, step FROM metrics
+             GROUP BY run_id, name, step HAVING count(*) > 1) dup"
+        ),
         0,
         "a step was logged twice"
     );

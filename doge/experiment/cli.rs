@@ -54,7 +54,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "TFLOPS")]
     pub peak_tflops: Option<f64>,
     /// Train N runs at once in this process, the cores split among them.
-    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "array_index")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        conflicts_with = "array_index"
+    )]
     pub workers: usize,
     /// Train only the I-th run of the plan (0-based, as `doge exp plan` numbers from 1: I+1);
     /// default `$SLURM_ARRAY_TASK_ID` when set.
@@ -112,7 +117,12 @@ pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
         ExpCommand::Plan(_) if f.slurm => {
             let exp0 = runs.first().map_or(&exp, |r| &r.experiment);
             let out = super::slurm::default_output(exp0);
-            if exp0.slurm.as_ref().and_then(|s| s.output.as_ref()).is_none() {
+            if exp0
+                .slurm
+                .as_ref()
+                .and_then(|s| s.output.as_ref())
+                .is_none()
+            {
                 // sbatch opens the log before the script runs: its folder must exist.
                 let dir = std::path::Path::new(&out).parent().map(|p| p.to_path_buf());
                 if let Some(d) = dir {

@@ -21,8 +21,8 @@ mod tree;
 pub mod types;
 mod validate;
 
-use std::path::{Path, PathBuf};
 use crate::registry::db::Location;
+use std::path::{Path, PathBuf};
 
 pub use error::{Error, Errors};
 pub use id::{canonical_json, run_id};

@@ -191,7 +191,9 @@ fn is_local_path(kind: Option<&str>, p: &str) -> bool {
 fn rebase(node: &mut Node, shape: &Shape, s: &Value, dir: &Path, base_dir: &Path) {
     match &mut node.val {
         Val::Scalar(Value::String(p)) => {
-            if is_local_path(shape.extension(s, "x-path"), p) && !Path::new(p.as_str()).is_absolute() {
+            if is_local_path(shape.extension(s, "x-path"), p)
+                && !Path::new(p.as_str()).is_absolute()
+            {
                 *p = relative(&normalize(&dir.join(p.as_str())), base_dir);
             }
         }

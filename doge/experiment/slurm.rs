@@ -104,7 +104,10 @@ mod tests {
 
     #[test]
     fn words_are_quoted_only_when_the_shell_would_split_them() {
-        assert_eq!(shell_quote("stage.pretrain.lr=3e-3"), "stage.pretrain.lr=3e-3");
+        assert_eq!(
+            shell_quote("stage.pretrain.lr=3e-3"),
+            "stage.pretrain.lr=3e-3"
+        );
         assert_eq!(shell_quote("name=a b"), "'name=a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }

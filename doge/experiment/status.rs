@@ -66,10 +66,12 @@ pub fn status_text(reg: &Registry, runs: &[Run]) -> Result<String> {
         return Ok("no runs\n".into());
     };
     let claims = claims::list(reg.db(), &first.experiment.name)?;
-    let header: Vec<String> = ["#", "run", "state", "worker", "stage", "step", "loss", "eta"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let header: Vec<String> = [
+        "#", "run", "state", "worker", "stage", "step", "loss", "eta",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut rows = Vec::new();
     let (mut done, mut live) = (0, 0);
     for (i, run) in runs.iter().enumerate() {
@@ -89,7 +91,10 @@ pub fn status_text(reg: &Registry, runs: &[Run]) -> Result<String> {
             .iter()
             .filter(|id| {
                 reg.db()
-                    .query_i64("SELECT count(*) FROM runs WHERE id = ?1", &[Value::from(*id)])
+                    .query_i64(
+                        "SELECT count(*) FROM runs WHERE id = ?1",
+                        &[Value::from(*id)],
+                    )
                     .is_ok_and(|n| n > 0)
             })
             .cloned()
@@ -99,11 +104,18 @@ pub fn status_text(reg: &Registry, runs: &[Run]) -> Result<String> {
         } else {
             load_runs(reg.db(), Some(&present))?
         };
-        let current = views
-            .iter()
-            .max_by(|a, b| a.started_at.partial_cmp(&b.started_at).unwrap_or(std::cmp::Ordering::Equal));
+        let current = views.iter().max_by(|a, b| {
+            a.started_at
+                .partial_cmp(&b.started_at)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         let (stage, step, loss, eta) = match current {
-            None => ("-".to_string(), "-".to_string(), "-".to_string(), "-".to_string()),
+            None => (
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+            ),
             Some(v) => {
                 let step = v.last_metrics.values().map(|m| m.0).max();
                 let step_text = match (step, v.total_steps) {
@@ -116,7 +128,9 @@ pub fn status_text(reg: &Registry, runs: &[Run]) -> Result<String> {
                 let eta = if state == "running" {
                     let rate = step_rate(reg, v)?;
                     match (rate, step, v.total_steps) {
-                        (Some(r), Some(s), Some(n)) => duration(Some(n.saturating_sub(s) as f64 / r)),
+                        (Some(r), Some(s), Some(n)) => {
+                            duration(Some(n.saturating_sub(s) as f64 / r))
+                        }
                         _ => "-".into(),
                     }
                 } else {
@@ -126,7 +140,16 @@ pub fn status_text(reg: &Registry, runs: &[Run]) -> Result<String> {
             }
         };
         let worker = claim.map_or("-".into(), |c| format!("{}:{}", c.host, c.pid));
-        rows.push(vec![i.to_string(), name, state, worker, stage, step, loss, eta]);
+        rows.push(vec![
+            i.to_string(),
+            name,
+            state,
+            worker,
+            stage,
+            step,
+            loss,
+            eta,
+        ]);
     }
     let mut o = format!(
         "{}: {} runs, {done} done, {live} running (registry {})\n",

@@ -142,10 +142,16 @@ fn check_slurm(c: &mut Checker, slurm: &crate::experiment::Slurm) {
         }
     }
     if slurm.gpus == Some(0) {
-        c.at(&[key("slurm"), key("gpus")], "`gpus` must be at least 1 (leave it out for none)");
+        c.at(
+            &[key("slurm"), key("gpus")],
+            "`gpus` must be at least 1 (leave it out for none)",
+        );
     }
     if slurm.max_parallel == Some(0) {
-        c.at(&[key("slurm"), key("max-parallel")], "`max-parallel` must be at least 1");
+        c.at(
+            &[key("slurm"), key("max-parallel")],
+            "`max-parallel` must be at least 1",
+        );
     }
     for (i, o) in slurm.sbatch.iter().enumerate() {
         if !o.starts_with('-') {

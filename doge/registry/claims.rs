@@ -149,7 +149,9 @@ impl Claim {
 /// The claims of an experiment's runs.
 pub fn list(db: &Conn, experiment: &str) -> Result<Vec<Claim>> {
     db.query(
-        &format!("SELECT {CLAIM_COLUMNS} FROM claims WHERE experiment = ?1 ORDER BY plan_index, run"),
+        &format!(
+            "SELECT {CLAIM_COLUMNS} FROM claims WHERE experiment = ?1 ORDER BY plan_index, run"
+        ),
         &sql_params![experiment],
     )?
     .iter()
@@ -231,14 +233,28 @@ pub fn try_claim(
 
 /// Records that the run was done before claims existed (or by a process that died between
 /// writing `done.json` and its claim), so status reads right.
-pub fn mark_done_if_unclaimed(reg: &Registry, worker: &Worker, run: &str, experiment: &str, plan_index: usize) -> Result<()> {
+pub fn mark_done_if_unclaimed(
+    reg: &Registry,
+    worker: &Worker,
+    run: &str,
+    experiment: &str,
+    plan_index: usize,
+) -> Result<()> {
     let t = now();
     reg.db().execute(
         "INSERT INTO claims (run, experiment, plan_index, status, worker, host, pid, claimed_at,
                              heartbeat_at, ended_at, attempts)
          VALUES (?1, ?2, ?3, 'done', ?4, ?5, ?6, ?7, ?7, ?7, 0)
          ON CONFLICT (run) DO NOTHING",
-        &sql_params![run, experiment, plan_index as i64, worker.id.as_str(), worker.host.as_str(), worker.pid, t],
+        &sql_params![
+            run,
+            experiment,
+            plan_index as i64,
+            worker.id.as_str(),
+            worker.host.as_str(),
+            worker.pid,
+            t
+        ],
     )?;
     Ok(())
 }

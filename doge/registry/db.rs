@@ -73,7 +73,9 @@ impl fmt::Display for Location {
                     (Some(s), Some(at)) if at > s => {
                         let creds = &url[s + 3..at];
                         match creds.find(':') {
-                            Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                            Some(c) => {
+                                format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..])
+                            }
                             None => url.clone(),
                         }
                     }
@@ -552,7 +554,10 @@ mod tests {
             Location::parse("sqlite://a/b.sqlite"),
             Location::Sqlite("a/b.sqlite".into())
         );
-        assert_eq!(Location::parse("x.sqlite"), Location::Sqlite("x.sqlite".into()));
+        assert_eq!(
+            Location::parse("x.sqlite"),
+            Location::Sqlite("x.sqlite".into())
+        );
         assert!(Location::is_url("postgresql://h/db") && !Location::is_url("registry"));
     }
 }

@@ -56,7 +56,15 @@ const EVAL_COLS: &[&str] = &[
     "fewshot",
     "created_at",
 ];
-const ARTIFACT_COLS: &[&str] = &["run_id", "kind", "path", "step", "size", "sha256", "created_at"];
+const ARTIFACT_COLS: &[&str] = &[
+    "run_id",
+    "kind",
+    "path",
+    "step",
+    "size",
+    "sha256",
+    "created_at",
+];
 
 /// Everything of `other` that a merge may copy, read at one moment.
 struct Source {

@@ -366,7 +366,10 @@ impl Registry {
                 Backend::Sqlite => db.query_i64("PRAGMA user_version", &[])? as usize,
                 Backend::Postgres => {
                     // Eight writers opening a new database at once must not all create tables.
-                    db.execute("SELECT pg_advisory_xact_lock(?1)", &sql_params![MIGRATION_LOCK])?;
+                    db.execute(
+                        "SELECT pg_advisory_xact_lock(?1)",
+                        &sql_params![MIGRATION_LOCK],
+                    )?;
                     db.batch("CREATE TABLE IF NOT EXISTS doge_schema (version BIGINT NOT NULL)")?;
                     match db.query("SELECT version FROM doge_schema", &[])?.first() {
                         Some(r) => r.i64(0)? as usize,
@@ -396,7 +399,10 @@ impl Registry {
                 // PRAGMA takes no parameters.
                 Backend::Sqlite => db.batch(&format!("PRAGMA user_version = {target}"))?,
                 Backend::Postgres => {
-                    db.execute("UPDATE doge_schema SET version = ?1", &sql_params![target as i64])?;
+                    db.execute(
+                        "UPDATE doge_schema SET version = ?1",
+                        &sql_params![target as i64],
+                    )?;
                 }
             }
             Ok(())

@@ -52,8 +52,9 @@ pub fn stage_rows(exp: &Experiment, stage: &Stage) -> Result<Box<dyn TokenRows>>
 
 /// The prepared data of a stage, checked to be of the stage's kind (text, chats or pairs).
 pub fn stage_dataset(exp: &Experiment, stage: &Stage) -> Result<TokenDataset> {
-    let (tok, dir) =
-        with_data_lock(exp, || crate::data::prepare_experiment(exp, stage, &options(exp)))?;
+    let (tok, dir) = with_data_lock(exp, || {
+        crate::data::prepare_experiment(exp, stage, &options(exp))
+    })?;
     let cfg_vocab = exp
         .model
         .to_config(&exp.base_dir)

@@ -77,6 +77,7 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
     let location = first.experiment.database();
     // Created (and migrated) once here, before the workers race to open it.
     drop(Registry::connect(&location)?);
+    mark_server(&first.experiment.registry_dir(), &location)?;
     let worker = Worker::this_process();
     let stale_after = if opts.stale_after > 0.0 {
         opts.stale_after
@@ -218,8 +219,7 @@ fn next_run(launch: &Launch, registry: &Registry, stale_after: f64) -> Result<Op
         let run = &launch.runs[i];
         let exp = &run.experiment;
         let name = format!("{}-{}", exp.name, run.id);
-        let files_done =
-            experiment::registry::status(exp) == experiment::registry::RunStatus::Done;
+        let files_done = experiment::registry::status(exp) == experiment::registry::RunStatus::Done;
         if files_done {
             claims::mark_done_if_unclaimed(registry, &launch.worker, &name, &exp.name, i)?;
             if launch.announced.lock().unwrap().insert(i) {
@@ -277,6 +277,24 @@ fn next_run(launch: &Launch, registry: &Registry, stale_after: f64) -> Result<Op
         }
     }
     Ok(None)
+}
+
+/// Beside run directories recorded on a server, its URL, so that `doge eval --model` of one of
+/// their checkpoints finds the run (as `doge.sqlite` beside them does). Not written when the URL
+/// holds a password.
+fn mark_server(runs_dir: &Path, location: &Location) -> Result<()> {
+    let Location::Postgres(url) = location else {
+        return Ok(());
+    };
+    if location.to_string() != *url {
+        return Ok(()); // shown redacted: it has a password
+    }
+    std::fs::create_dir_all(runs_dir)?;
+    std::fs::write(
+        runs_dir.join(crate::eval::record::SERVER_MARKER),
+        format!("{url}\n"),
+    )?;
+    Ok(())
 }
 
 /// The runs this command covered, as `doge runs list` shows them: one row per stage.

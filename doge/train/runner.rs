@@ -177,7 +177,11 @@ pub(crate) fn run_one(
                 )?;
                 registry.add_artifact(&run_id, "final", &final_dir, None)?;
                 registry.finish_run(&run_id, RunStatus::Done, None)?;
-                opts.say(&format!("stage {} done: {}", stage.id(), final_dir.display()));
+                opts.say(&format!(
+                    "stage {} done: {}",
+                    stage.id(),
+                    final_dir.display()
+                ));
                 previous = Some((final_dir, run_id));
             }
             Ok(StageOutcome::Interrupted(dir)) => {
