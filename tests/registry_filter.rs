@@ -1,10 +1,11 @@
 //! The `--where` language (precedence, values, located errors) and `doge runs list` over it.
 
-use crate::registry_support::{add, Seed};
+use crate::registry_support::{add, Seed, TestDb};
 use doge::registry::commands::{list, select, ListQuery};
 use doge::registry::filter::{parse, Expr, Op, Value};
 use doge::registry::render::Format;
 use doge::registry::{Registry, RunStatus};
+use doge::sql_params;
 
 fn cmp(k: &str, op: Op, v: Value) -> Expr {
     Expr::Cmp(k.into(), op, v)
@@ -103,9 +104,19 @@ fn malformed_expressions_get_a_column_and_what_was_expected() {
     );
 }
 
-fn seeded() -> (tempfile::TempDir, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut reg = Registry::open(&dir.path().join("r.sqlite")).unwrap();
+/// The same six runs in a registry of each backend.
+fn seeded_all() -> Vec<(TestDb, Registry)> {
+    TestDb::all()
+        .into_iter()
+        .map(|db| {
+            let reg = seed(&db);
+            (db, reg)
+        })
+        .collect()
+}
+
+fn seed(db: &TestDb) -> Registry {
+    let mut reg = db.open();
     let runs = [
         Seed {
             id: "a-pretrain",
@@ -157,7 +168,7 @@ fn seeded() -> (tempfile::TempDir, Registry) {
     for r in &runs {
         add(&mut reg, r);
     }
-    (dir, reg)
+    reg
 }
 
 fn ids(reg: &Registry, filter: &str, sort: Option<&str>) -> Vec<String> {
@@ -177,111 +188,129 @@ fn ids(reg: &Registry, filter: &str, sort: Option<&str>) -> Vec<String> {
 
 #[test]
 fn list_filters_on_config_status_metrics_and_evals() {
-    let (_d, reg) = seeded();
-    assert_eq!(
-        ids(
-            &reg,
-            "stage.pretrain.lr < 6e-3 and status = done and eval.hellaswag.acc_norm > 0.3",
-            None
-        ),
-        ["a-pretrain"]
-    );
-    assert_eq!(
-        ids(&reg, "metric.loss < 2.6", Some("metric.loss")),
-        ["b-pretrain", "a-pretrain"]
-    );
-    assert_eq!(
-        ids(
-            &reg,
-            "eval.hellaswag.acc_norm > 0",
-            Some("-eval.hellaswag.acc_norm")
-        ),
-        ["b-pretrain", "a-pretrain", "c-pretrain"]
-    );
-    assert_eq!(ids(&reg, "stage = sft", None), ["a-chat"]);
-    // A stage found by its name (`chat`), kebab-case keys reachable with `_`.
-    assert_eq!(
-        ids(
-            &reg,
-            "stage.chat.lr = 1e-4 and model.hidden_size = 256 and seed in (1, 3)",
-            Some("id")
-        )
-        .len(),
-        3
-    );
-    assert_eq!(
-        ids(&reg, "status = failed or not (seed <= 4)", Some("id")),
-        ["d-pretrain", "e-pretrain"]
-    );
+    for (db, reg) in seeded_all() {
+        let kind = db.kind();
+        assert_eq!(
+            ids(
+                &reg,
+                "stage.pretrain.lr < 6e-3 and status = done and eval.hellaswag.acc_norm > 0.3",
+                None
+            ),
+            ["a-pretrain"],
+            "{kind}"
+        );
+        assert_eq!(
+            ids(&reg, "metric.loss < 2.6", Some("metric.loss")),
+            ["b-pretrain", "a-pretrain"],
+            "{kind}"
+        );
+        assert_eq!(
+            ids(
+                &reg,
+                "eval.hellaswag.acc_norm > 0",
+                Some("-eval.hellaswag.acc_norm")
+            ),
+            ["b-pretrain", "a-pretrain", "c-pretrain"],
+            "{kind}"
+        );
+        assert_eq!(ids(&reg, "stage = sft", None), ["a-chat"], "{kind}");
+        // A stage found by its name (`chat`), kebab-case keys reachable with `_`.
+        assert_eq!(
+            ids(
+                &reg,
+                "stage.chat.lr = 1e-4 and model.hidden_size = 256 and seed in (1, 3)",
+                Some("id")
+            )
+            .len(),
+            3,
+            "{kind}"
+        );
+        assert_eq!(
+            ids(&reg, "status = failed or not (seed <= 4)", Some("id")),
+            ["d-pretrain", "e-pretrain"],
+            "{kind}"
+        );
+    }
 }
 
 #[test]
 fn a_running_run_with_an_old_heartbeat_lists_as_stale() {
-    let (_d, reg) = seeded();
-    assert_eq!(ids(&reg, "status = running", None), ["e-pretrain"]);
-    let old = doge::registry::now() - 600.0;
-    reg.connection()
-        .execute(
-            "UPDATE runs SET heartbeat_at = ?1 WHERE id = 'e-pretrain'",
-            [old],
-        )
-        .unwrap();
-    assert!(ids(&reg, "status = running", None).is_empty());
-    assert_eq!(
-        ids(&reg, "status = 'running (stale)'", None),
-        ["e-pretrain"]
-    );
-    let q = ListQuery {
-        filter: None,
-        sort: None,
-        limit: None,
-        format: Format::Table,
-    };
-    let text = list(&reg, &q).unwrap();
-    let line = text.lines().find(|l| l.starts_with("e-pretrain")).unwrap();
-    assert!(line.contains("running (stale)"), "{text}");
+    for (db, reg) in seeded_all() {
+        let kind = db.kind();
+        assert_eq!(
+            ids(&reg, "status = running", None),
+            ["e-pretrain"],
+            "{kind}"
+        );
+        let old = doge::registry::now() - 600.0;
+        let changed = reg
+            .db()
+            .execute(
+                "UPDATE runs SET heartbeat_at = ?1 WHERE id = 'e-pretrain'",
+                &sql_params![old],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "{kind}");
+        assert!(ids(&reg, "status = running", None).is_empty(), "{kind}");
+        assert_eq!(
+            ids(&reg, "status = 'running (stale)'", None),
+            ["e-pretrain"],
+            "{kind}"
+        );
+        let q = ListQuery {
+            filter: None,
+            sort: None,
+            limit: None,
+            format: Format::Table,
+        };
+        let text = list(&reg, &q).unwrap();
+        let line = text.lines().find(|l| l.starts_with("e-pretrain")).unwrap();
+        assert!(line.contains("running (stale)"), "{kind}: {text}");
+    }
 }
 
 #[test]
 fn list_formats_limit_and_columns() {
-    let (_d, reg) = seeded();
-    let q = |format, limit| ListQuery {
-        filter: Some("stage.pretrain.lr >= 3e-3".into()),
-        sort: Some("-stage.pretrain.lr".into()),
-        limit,
-        format,
-    };
-    let table = list(&reg, &q(Format::Table, None)).unwrap();
-    let header = table.lines().next().unwrap();
-    assert!(
-        header.contains("stage.pretrain.lr") && header.contains("metric.loss"),
-        "{header}"
-    );
-    assert_eq!(table.lines().count(), 2 + 3, "{table}");
+    for (db, reg) in seeded_all() {
+        let kind = db.kind();
+        let q = |format, limit| ListQuery {
+            filter: Some("stage.pretrain.lr >= 3e-3".into()),
+            sort: Some("-stage.pretrain.lr".into()),
+            limit,
+            format,
+        };
+        let table = list(&reg, &q(Format::Table, None)).unwrap();
+        let header = table.lines().next().unwrap();
+        assert!(
+            header.contains("stage.pretrain.lr") && header.contains("metric.loss"),
+            "{kind}: {header}"
+        );
+        assert_eq!(table.lines().count(), 2 + 3, "{kind}: {table}");
 
-    let csv = list(&reg, &q(Format::Csv, Some(2))).unwrap();
-    let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 3, "{csv}");
-    assert!(
-        lines[1].starts_with("b-pretrain,exp,pretrain,done,10,0.006,2.2"),
-        "{csv}"
-    );
+        let csv = list(&reg, &q(Format::Csv, Some(2))).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3, "{kind}: {csv}");
+        assert!(
+            lines[1].starts_with("b-pretrain,exp,pretrain,done,10,0.006,2.2"),
+            "{kind}: {csv}"
+        );
 
-    let json: serde_json::Value =
-        serde_json::from_str(&list(&reg, &q(Format::Json, Some(1))).unwrap()).unwrap();
-    assert_eq!(json[0]["id"], "b-pretrain");
-    assert_eq!(json[0]["metric.loss"], 2.2);
-    assert!(json[0]["metric.eval_loss"].is_null());
+        let json: serde_json::Value =
+            serde_json::from_str(&list(&reg, &q(Format::Json, Some(1))).unwrap()).unwrap();
+        assert_eq!(json[0]["id"], "b-pretrain", "{kind}");
+        assert_eq!(json[0]["metric.loss"], 2.2, "{kind}");
+        assert!(json[0]["metric.eval_loss"].is_null(), "{kind}");
 
-    let bad = ListQuery {
-        filter: Some("seed >".into()),
-        sort: None,
-        limit: None,
-        format: Format::Table,
-    };
-    let e = list(&reg, &bad).unwrap_err().to_string();
-    assert!(
-        e.contains("column 7") && e.contains("expected a value"),
-        "{e}"
-    );
+        let bad = ListQuery {
+            filter: Some("seed >".into()),
+            sort: None,
+            limit: None,
+            format: Format::Table,
+        };
+        let e = list(&reg, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("column 7") && e.contains("expected a value"),
+            "{kind}: {e}"
+        );
+    }
 }

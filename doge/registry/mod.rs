@@ -353,13 +353,9 @@ impl Registry {
         })
     }
 
+    /// Applies the migrations the database lacks, in one transaction.
     fn migrate(&self) -> Result<()> {
-        self.migrate_to(MIGRATIONS.len())
-    }
-
-    /// Applies the migrations up to version `target` (tests build old databases with it).
-    #[doc(hidden)]
-    pub fn migrate_to(&self, target: usize) -> Result<()> {
+        let target = MIGRATIONS.len();
         let db = &self.db;
         db.transaction(Tx::Write, |db| {
             let version = match db.backend() {
@@ -523,9 +519,53 @@ impl Registry {
     }
 }
 
+/// The filesystem type (`/proc/mounts`) of the mount holding `path`, on Linux.
+fn filesystem_of(path: &Path) -> Option<String> {
+    let abs = std::fs::canonicalize(path).ok()?;
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+            abs.starts_with(dir).then(|| (dir.len(), kind.to_string()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, kind)| kind)
+}
+
 fn open_sqlite(path: &Path) -> Result<Conn> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Some(fs) = filesystem_of(dir).filter(|fs| {
+        [
+            "nfs",
+            "nfs4",
+            "cifs",
+            "smb3",
+            "lustre",
+            "gpfs",
+            "beegfs",
+            "fuse.sshfs",
+        ]
+        .contains(&fs.as_str())
+    }) {
+        // SQLite's locks do not hold across machines on network filesystems: concurrent writers
+        // from two nodes corrupt the file. Warn rather than refuse: one node alone is safe.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "warning: the registry {} is on a {fs} filesystem; SQLite there is safe from one \
+                 machine only. For a cluster, record into PostgreSQL: `registry \"postgres://user@host/db\"` \
+                 or DOGE_REGISTRY",
+                path.display()
+            )
+        });
     }
     let db = Conn::open_sqlite(path)?;
     let conn = db.sqlite().expect("an SQLite connection");
