@@ -169,3 +169,72 @@ fn a_killed_worker_is_taken_over_and_its_run_finishes_from_the_checkpoint() {
         400
     );
 }
+
+#[test]
+fn a_worker_whose_run_was_taken_over_stops_without_writing_more() {
+    let dir = workdir("./registry", "");
+    let args = [
+        "exp",
+        "run",
+        "sweep.kdl",
+        "--array-index",
+        "0",
+        "--set",
+        "stage.pretrain.max-steps=100000",
+    ];
+    let child = spawn(doge(dir.path(), &args));
+    let db = Location::Sqlite(dir.path().join("registry/doge.sqlite"));
+    let start = Instant::now();
+    let reg = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(reg) = Registry::connect(&db) {
+            if reg
+                .db()
+                .query_i64("SELECT count(*) FROM metrics WHERE name = 'loss'", &[])
+                .is_ok_and(|n| n >= 20)
+            {
+                break reg;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+    };
+    // Another machine takes the run over, as it would after this worker's heartbeats stopped
+    // reaching the registry for the stale limit. The rows counted in the same transaction are
+    // all the old worker may ever have written.
+    let rows_at_takeover = reg
+        .db()
+        .transaction(doge::registry::db::Tx::Write, |db| {
+            let n = db.execute(
+                "UPDATE claims SET worker = 'elsewhere:1:1', host = 'elsewhere', pid = 1,
+                     heartbeat_at = ?1, attempts = attempts + 1",
+                &doge::sql_params![doge::registry::now()],
+            )?;
+            assert_eq!(n, 1);
+            db.query_i64("SELECT count(*) FROM metrics", &[])
+        })
+        .unwrap();
+    // It must notice at its next logged step; without the fence it would train on for hours.
+    let mut child = child;
+    let waited = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if waited.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the overtaken worker went on training for a minute");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = finish(child, "the overtaken worker");
+    assert!(log.contains("taken over by another worker"), "{log}");
+    let d = reg.db();
+    let rows = d.query_i64("SELECT count(*) FROM metrics", &[]).unwrap();
+    assert_eq!(
+        rows, rows_at_takeover,
+        "rows were written after the takeover"
+    );
+    // The run's rows and claim are the new worker's: the old one wrote no status over them.
+    let status = d.query("SELECT status FROM runs", &[]).unwrap();
+    assert_eq!(status[0].text(0).unwrap(), "running");
+    let claim = d.query("SELECT worker, status FROM claims", &[]).unwrap();
+    assert_eq!(claim[0].text(0).unwrap(), "elsewhere:1:1");
+    assert_eq!(claim[0].text(1).unwrap(), "running");
+}

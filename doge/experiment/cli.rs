@@ -103,6 +103,7 @@ pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
                 array_index,
                 stale_after: r.stale_after,
                 label: None,
+                claim: None,
             };
             return crate::train::launcher::run_file(&r.file, &opts);
         }

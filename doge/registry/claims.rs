@@ -19,6 +19,33 @@ use super::db::{Conn, Row};
 use super::{hostname, now, Registry};
 use crate::sql_params;
 
+/// A worker found that the run it trains is no longer its own: another worker took the claim
+/// over (after this one's heartbeats stopped reaching the registry for the stale limit).
+#[derive(Debug, thiserror::Error)]
+#[error("the claim of {run} was taken over by another worker (this worker's heartbeats stopped reaching the registry); stopped without writing more")]
+pub struct ClaimLost {
+    pub run: String,
+}
+
+/// Fails with [`ClaimLost`] unless `worker` holds a live claim of `run`. Inside a write
+/// transaction it also keeps the claim from changing hands until the transaction ends: SQLite's
+/// write transaction excludes every other writer already; PostgreSQL needs the row locked
+/// (`FOR UPDATE`, which SQLite does not have, hence two texts).
+pub fn check_held(db: &Conn, run: &str, worker: &str) -> Result<()> {
+    let sql = match db.backend() {
+        super::db::Backend::Sqlite => {
+            "SELECT run FROM claims WHERE run = ?1 AND worker = ?2 AND status IN ('claimed', 'running')"
+        }
+        super::db::Backend::Postgres => {
+            "SELECT run FROM claims WHERE run = ?1 AND worker = ?2 AND status IN ('claimed', 'running') FOR UPDATE"
+        }
+    };
+    if db.query(sql, &sql_params![run, worker])?.is_empty() {
+        return Err(ClaimLost { run: run.into() }.into());
+    }
+    Ok(())
+}
+
 /// A claim's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimStatus {
@@ -231,9 +258,10 @@ pub fn try_claim(
     Ok(Outcome::Taken(now_held))
 }
 
-/// Records that the run was done before claims existed (or by a process that died between
-/// writing `done.json` and its claim), so status reads right.
-pub fn mark_done_if_unclaimed(
+/// Records that the run is done when its files say so: done before claims existed, or by a
+/// process that died between writing `done.json` and updating its claim. The claim keeps its
+/// worker, so a live one still finishing up changes nothing by it.
+pub fn mark_done(
     reg: &Registry,
     worker: &Worker,
     run: &str,
@@ -245,7 +273,9 @@ pub fn mark_done_if_unclaimed(
         "INSERT INTO claims (run, experiment, plan_index, status, worker, host, pid, claimed_at,
                              heartbeat_at, ended_at, attempts)
          VALUES (?1, ?2, ?3, 'done', ?4, ?5, ?6, ?7, ?7, ?7, 0)
-         ON CONFLICT (run) DO NOTHING",
+         ON CONFLICT (run) DO UPDATE SET status = 'done',
+             ended_at = COALESCE(claims.ended_at, excluded.ended_at)
+         WHERE claims.status <> 'done'",
         &sql_params![
             run,
             experiment,

@@ -273,12 +273,8 @@ impl Conn {
             }
             Conn::Postgres(c) => {
                 let sql = postgres_sql(sql);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
                 c.borrow_mut()
-                    .execute(sql.as_str(), &refs)
+                    .execute(sql.as_str(), &pg_params(params))
                     .map_err(|e| pg_error(e, &sql))
             }
         }
@@ -313,13 +309,9 @@ impl Conn {
             }
             Conn::Postgres(c) => {
                 let sql = postgres_sql(sql);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
                 let rows = c
                     .borrow_mut()
-                    .query(sql.as_str(), &refs)
+                    .query(sql.as_str(), &pg_params(params))
                     .map_err(|e| pg_error(e, &sql))?;
                 rows.iter().map(pg_row).collect()
             }
@@ -391,6 +383,14 @@ impl Conn {
             }
         }
     }
+}
+
+/// Parameters as the postgres client takes them.
+fn pg_params(params: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect()
 }
 
 fn sql_context(sql: &str) -> String {

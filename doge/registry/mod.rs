@@ -469,12 +469,28 @@ impl Registry {
 
     /// Appends metric rows (step, name, value) in one transaction, and beats the heart.
     pub fn log_metrics(&mut self, id: &str, rows: &[(u64, &str, f64)]) -> Result<()> {
+        self.log_metrics_as(id, rows, None)
+    }
+
+    /// [`Self::log_metrics`], written only while `claim` (run, worker) is still this worker's:
+    /// the check and the rows are one transaction, with the claim's row locked, so a worker whose
+    /// run was taken over (its heartbeats stopped reaching the registry) cannot add rows beside
+    /// the new worker's. Fails with [`claims::ClaimLost`] then.
+    pub fn log_metrics_as(
+        &mut self,
+        id: &str,
+        rows: &[(u64, &str, f64)],
+        claim: Option<(&str, &str)>,
+    ) -> Result<()> {
         let t = now();
         let values: Vec<Vec<Value>> = rows
             .iter()
             .map(|(step, name, value)| sql_params![id, *step, *name, *value, t].to_vec())
             .collect();
         self.db.transaction(Tx::Write, |db| {
+            if let Some((run, worker)) = claim {
+                claims::check_held(db, run, worker)?;
+            }
             db.insert_rows(
                 "metrics",
                 &["run_id", "step", "name", "value", "time"],

@@ -28,6 +28,8 @@ pub const DEFAULT_STALE_AFTER_S: f64 = 120.0;
 struct Tally {
     trained: Vec<String>,
     failed: Vec<(String, String)>,
+    /// Runs another worker took over while this one trained them.
+    lost: Vec<String>,
     interrupted: Option<Interrupted>,
 }
 
@@ -175,6 +177,7 @@ fn work(launch: &Launch, mut opts: RunOptions, stale_after: f64) {
         if multi {
             opts.label = Some(name.clone());
         }
+        opts.claim = Some((name.clone(), launch.worker.id.clone()));
         let set = |registry: &Registry, status, message: Option<&str>| {
             if let Err(e) = claims::set_status(registry, &launch.worker, &name, status, message) {
                 eprintln!("warning: recording the claim of {name}: {e:#}");
@@ -195,6 +198,10 @@ fn work(launch: &Launch, mut opts: RunOptions, stale_after: f64) {
             Ok(()) => {
                 set(&registry, ClaimStatus::Done, None);
                 tally.trained.push(name);
+            }
+            Err(e) if e.is::<claims::ClaimLost>() => {
+                opts.say(&format!("{e}"));
+                tally.lost.push(name);
             }
             Err(e) => match e.downcast::<Interrupted>() {
                 Ok(i) => {
@@ -221,7 +228,7 @@ fn next_run(launch: &Launch, registry: &Registry, stale_after: f64) -> Result<Op
         let name = format!("{}-{}", exp.name, run.id);
         let files_done = experiment::registry::status(exp) == experiment::registry::RunStatus::Done;
         if files_done {
-            claims::mark_done_if_unclaimed(registry, &launch.worker, &name, &exp.name, i)?;
+            claims::mark_done(registry, &launch.worker, &name, &exp.name, i)?;
             if launch.announced.lock().unwrap().insert(i) {
                 eprintln!(
                     "{name}: already done ({})",

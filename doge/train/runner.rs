@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub stale_after: f64,
     /// Prefix of this run's log lines (set when several runs share the terminal).
     pub label: Option<String>,
+    /// The claim (run name, worker id) this run is trained under: metrics are written only while
+    /// it is still this worker's.
+    pub claim: Option<(String, String)>,
 }
 
 impl RunOptions {
@@ -192,6 +195,8 @@ pub(crate) fn run_one(
                     .unwrap_or(0);
                 return Err(Interrupted { step, dir }.into());
             }
+            // The run is another worker's now: its registry rows are that worker's to write.
+            Err(e) if e.is::<crate::registry::claims::ClaimLost>() => return Err(e),
             Err(e) => {
                 registry.finish_run(&run_id, RunStatus::Failed, Some(&format!("{e:#}")))?;
                 return Err(e.context(format!("stage `{}` of {}", stage.id(), path.display())));
@@ -503,6 +508,8 @@ struct RegistryObserver<'a> {
     utilisation: Option<Utilisation>,
     /// Prefix of log lines when runs share the terminal.
     label: Option<String>,
+    /// (run name, worker id) of the claim the metrics are written under.
+    claim: Option<(String, String)>,
 }
 
 /// FLOPs per token of this model at this context, and the device's peak for the run's precision
@@ -550,6 +557,7 @@ impl<'a> RegistryObserver<'a> {
             bar,
             utilisation: None,
             label: opts.label.clone(),
+            claim: opts.claim.clone(),
         })
     }
 
@@ -566,7 +574,8 @@ impl StageObserver for RegistryObserver<'_> {
         if let (Some(u), Some((_, tps))) = (self.utilisation, tokens_per_s) {
             rows.push((step, "mfu", u.mfu(*tps)));
         }
-        self.registry.log_metrics(&self.run_id, &rows)
+        let claim = self.claim.as_ref().map(|(r, w)| (r.as_str(), w.as_str()));
+        self.registry.log_metrics_as(&self.run_id, &rows, claim)
     }
     fn checkpoint(&mut self, dir: &Path, step: u64) -> Result<()> {
         self.registry
