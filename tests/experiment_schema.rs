@@ -111,5 +111,6 @@ fn schema_documents_the_kdl_mapping() {
     assert_eq!(s["$defs"]["Schedule"]["x-kdl-arg"], "kind");
     assert_eq!(s["$defs"]["Source"]["x-kdl-arg"], "from");
     assert_eq!(s["$defs"]["ModelSpec"]["x-kdl-arg"], "preset");
-    assert_eq!(s["properties"]["registry"]["x-path"], "local");
+    assert_eq!(s["properties"]["registry"]["x-path"], "local-or-url");
+    assert_eq!(s["properties"]["runs-dir"]["x-path"], "local");
 }
