@@ -205,8 +205,8 @@ pub enum Outcome {
     Taken(Claim),
 }
 
-/// Claims `run` for `worker` if nobody else may hold it (see the module text).
-/// `files_done`: whether the run directory says the run finished.
+/// Claims `run` for `worker` if nobody else may hold it (see the module text). The caller has
+/// seen that the run directory lacks `done.json`, so a `done` claim may be retaken.
 pub fn try_claim(
     reg: &Registry,
     worker: &Worker,
@@ -214,7 +214,6 @@ pub fn try_claim(
     experiment: &str,
     plan_index: usize,
     stale_after: f64,
-    files_done: bool,
 ) -> Result<Outcome> {
     let db = reg.db();
     let t = now();
@@ -236,7 +235,7 @@ pub fn try_claim(
          WHERE (claims.status IN ('claimed', 'running')
                 AND (claims.heartbeat_at < ?8 OR claims.worker = ?9))
             OR (claims.status IN ('failed', 'interrupted') AND claims.ended_at < ?10)
-            OR (claims.status = 'done' AND ?11 = 0)",
+            OR claims.status = 'done'",
         &sql_params![
             run,
             experiment,
@@ -247,8 +246,7 @@ pub fn try_claim(
             t,
             t - stale_after,
             dead.unwrap_or_default(),
-            worker.launched_at,
-            files_done as i64
+            worker.launched_at
         ],
     )?;
     if changed == 1 {

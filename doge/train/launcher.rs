@@ -237,15 +237,7 @@ fn next_run(launch: &Launch, registry: &Registry, stale_after: f64) -> Result<Op
             }
             continue;
         }
-        match claims::try_claim(
-            registry,
-            &launch.worker,
-            &name,
-            &exp.name,
-            i,
-            stale_after,
-            files_done,
-        )? {
+        match claims::try_claim(registry, &launch.worker, &name, &exp.name, i, stale_after)? {
             Outcome::Claimed { from } => {
                 if let Some(c) = from.filter(|c| c.status.is_live() && c.worker != launch.worker.id)
                 {
