@@ -14,3 +14,4 @@ pub mod registry;
 pub mod runtime;
 pub mod score;
 pub mod train;
+pub mod ui;

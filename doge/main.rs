@@ -32,6 +32,8 @@ enum Command {
     Report(doge::registry::cli::ReportArgs),
     /// Registry maintenance: merge another machine's registry file.
     Registry(doge::registry::cli::RegistryArgs),
+    /// A local web dashboard over the registry: runs table, live curves, compare, evals.
+    Ui(doge::ui::UiArgs),
     /// Print the JSON Schema of experiment files (schemas/experiment.schema.json).
     Schema,
     /// doge's CUDA kernels: compile them with NVRTC, or check them against candle on a GPU.
@@ -88,6 +90,7 @@ fn run(parsed: Cli) -> anyhow::Result<()> {
         Command::Runs(args) => doge::registry::cli::run_runs(&args),
         Command::Report(args) => doge::registry::cli::run_report(&args),
         Command::Registry(args) => doge::registry::cli::run_registry(&args),
+        Command::Ui(args) => doge::ui::run(&args),
         Command::Cuda(args) => cli::cuda::run(&args),
         Command::Bench(args) => doge::bench::cli::run(&args),
         Command::Schema => {

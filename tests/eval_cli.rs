@@ -144,6 +144,7 @@ fn scores_go_to_the_run_that_owns_the_checkpoint() {
         config_json: "{}".into(),
         config_hash: "abc123".into(),
         device: "cpu".into(),
+        stage_key: None,
     })
     .unwrap();
     reg.add_artifact(
@@ -257,4 +258,103 @@ fn perplexity_of_a_text_set() {
     let tokens = samples[0]["tokens"].as_u64().unwrap();
     assert!(tokens > 128, "{tokens}");
     assert_eq!(samples[0]["bytes"].as_u64().unwrap(), long.len() as u64);
+}
+
+/// Issue 20 point 11: `doge eval` writes lm-eval's results.json (`--output`, else beside the
+/// registry); its accuracies are the argmax-of-log-likelihood means of the logged samples, with
+/// lm-eval's standard error (sample std / sqrt(n)).
+#[test]
+fn results_json_in_lm_eval_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    model_dir(&dir.join("model"));
+    let rows = fixtures().join("eval/rows");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "eval",
+            "--model",
+            "model",
+            "--tasks",
+            "arc_easy,piqa",
+            "--shots",
+            "0",
+            "--data-dir",
+            rows.to_str().unwrap(),
+            "--registry",
+            "reg/doge.sqlite",
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let a = args(&[
+        "--log-samples",
+        "samples.jsonl",
+        "--output",
+        "out/results.json",
+    ]);
+    doge(dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap())
+            .unwrap();
+    let samples: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for task in ["arc_easy", "piqa"] {
+        let hits: Vec<f64> = samples
+            .iter()
+            .filter(|s| s["task"] == task)
+            .map(|s| {
+                let ll: Vec<f64> = s["loglikelihoods"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                let best = (0..ll.len())
+                    .max_by(|&i, &j| ll[i].total_cmp(&ll[j]))
+                    .unwrap();
+                f64::from(best as u64 == s["gold"].as_u64().unwrap())
+            })
+            .collect();
+        let n = hits.len() as f64;
+        assert_eq!(n, 3.0, "{task}");
+        let mean = hits.iter().sum::<f64>() / n;
+        let var = hits.iter().map(|h| (h - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let r = &results["results"][task];
+        assert!(
+            (r["acc,none"].as_f64().unwrap() - mean).abs() < 1e-12,
+            "{task}: {r}"
+        );
+        assert!(
+            (r["acc_stderr,none"].as_f64().unwrap() - (var / n).sqrt()).abs() < 1e-12,
+            "{task}: {r}"
+        );
+        assert!(r["acc_norm,none"].is_number(), "{task}: {r}");
+        assert_eq!(results["n-shot"][task], 0, "{task}");
+        assert_eq!(results["n-samples"][task]["effective"], 3, "{task}");
+        assert_eq!(results["higher_is_better"][task]["acc"], true, "{task}");
+    }
+    assert_eq!(results["config"]["model_args"], "pretrained=model");
+    assert!(results["doge_run"].as_str().unwrap().starts_with("eval-"));
+
+    // No --output: `evals/<run>/results_<time>.json` beside the registry file.
+    let a = args(&[]);
+    doge(dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = results["doge_run"].as_str().unwrap();
+    let files: Vec<_> = std::fs::read_dir(dir.join("reg/evals").join(run))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with("results_") && files[0].ends_with(".json"),
+        "{files:?}"
+    );
 }

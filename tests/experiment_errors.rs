@@ -304,3 +304,71 @@ fn data_memory_does_not_change_the_run_id() {
         Some(64 << 20)
     );
 }
+
+/// Issue 20 point 6: a local path that does not exist fails `exp check` at its line, and
+/// `exp run` stops before making a run directory or a registry row.
+#[test]
+fn missing_local_paths_fail_check_at_their_line_and_run_makes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("corpus.txt"), "some text\n").unwrap();
+    std::fs::write(
+        dir.join("exp.kdl"),
+        r#"name "paths"
+registry "./reg"
+tokenizer "./no-such-tokenizer"
+model "doge-tiny"
+data {
+    source "./corpus.txt"
+    source "./missing-corpus"
+    seq-len 64
+}
+stage "pretrain" {
+    init "./no-such-checkpoint"
+    lr 1e-3
+    max-steps 10
+}
+"#,
+    )
+    .unwrap();
+    let doge = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_doge"))
+            .current_dir(dir)
+            .args(args)
+            .env_remove("DOGE_REGISTRY")
+            .output()
+            .unwrap()
+    };
+    for cmd in ["check", "run"] {
+        let out = doge(&["exp", cmd, "exp.kdl"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "exp {cmd} passed:\n{err}");
+        assert_error(
+            &err,
+            "exp.kdl:3:11",
+            &[
+                "`tokenizer`",
+                "`./no-such-tokenizer` does not exist",
+                "hub id",
+            ],
+        );
+        assert_error(
+            &err,
+            "exp.kdl:7:5",
+            &["`data.source.1`", "`./missing-corpus` does not exist"],
+        );
+        assert_error(
+            &err,
+            "exp.kdl:11:10",
+            &[
+                "`stage.pretrain.init`",
+                "`./no-such-checkpoint` does not exist",
+            ],
+        );
+        assert!(!err.contains("corpus.txt` does not exist"), "{err}");
+    }
+    assert!(
+        !dir.join("reg").exists(),
+        "exp run made a registry or run directory"
+    );
+}

@@ -177,6 +177,7 @@ fn ids(reg: &Registry, filter: &str, sort: Option<&str>) -> Vec<String> {
         sort: sort.map(Into::into),
         limit: None,
         format: Format::Table,
+        all: false,
     };
     select(reg, &q)
         .unwrap()
@@ -262,6 +263,7 @@ fn a_running_run_with_an_old_heartbeat_lists_as_stale() {
             sort: None,
             limit: None,
             format: Format::Table,
+            all: false,
         };
         let text = list(&reg, &q).unwrap();
         let line = text.lines().find(|l| l.starts_with("e-pretrain")).unwrap();
@@ -278,6 +280,7 @@ fn list_formats_limit_and_columns() {
             sort: Some("-stage.pretrain.lr".into()),
             limit,
             format,
+            all: false,
         };
         let table = list(&reg, &q(Format::Table, None)).unwrap();
         let header = table.lines().next().unwrap();
@@ -306,6 +309,7 @@ fn list_formats_limit_and_columns() {
             sort: None,
             limit: None,
             format: Format::Table,
+            all: false,
         };
         let e = list(&reg, &bad).unwrap_err().to_string();
         assert!(

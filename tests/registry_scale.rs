@@ -130,6 +130,7 @@ fn list_and_compare_answer_in_under_a_second_at_scale() {
             sort: Some("metric.loss".into()),
             limit: None,
             format: Format::Table,
+            all: false,
         };
         let t = Instant::now();
         let out = list(&reg, &q).unwrap();

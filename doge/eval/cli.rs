@@ -54,12 +54,17 @@ pub struct EvalArgs {
     /// Record nothing in any registry.
     #[arg(long)]
     pub no_registry: bool,
+    /// Write lm-eval's results.json here: a `.json` file, or a folder (gets
+    /// `results_<time>.json`). Default: `evals/<run>/` beside the registry file.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub output: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let cwd = std::env::current_dir()?;
     let requests = parse_tasks(&args.tasks, &cwd)?;
     let dev = parse_device(&args.model.device)?;
@@ -145,6 +150,24 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let n = samples::write(path, &results)?;
         eprintln!("{n} samples written to {}", path.display());
     }
+    let out = match (&args.output, &target) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some((db, run, _))) => Some(beside(db).join("evals").join(run)),
+        (None, None) => None,
+    };
+    if let Some(out) = out {
+        let info = super::results_file::RunInfo {
+            model: &args.model.model,
+            batch_size: opts.batch_size,
+            device: &args.model.device,
+            limit: args.limit,
+            seed: args.seed,
+            run_id: target.as_ref().map(|t| t.1.as_str()),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let path = super::results_file::write(&out, &results, &info)?;
+        eprintln!("results written to {}", path.display());
+    }
     if let Some((db, run, eval_only)) = target {
         let reg = Registry::connect(&db)?;
         let n = record::add_results(&reg, &run, &args.model.model, &results)
@@ -157,4 +180,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The folder a registry's files sit in: the SQLite file's, or `registry/` for a server.
+fn beside(db: &Location) -> PathBuf {
+    match db {
+        Location::Sqlite(p) => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        Location::Postgres(_) => PathBuf::from("registry"),
+    }
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod multiple_choice;
 pub mod perplexity;
 pub mod record;
+pub mod results_file;
 pub mod samples;
 pub mod scoring;
 pub mod stage;

@@ -122,6 +122,7 @@ pub fn eval_only_run(reg: &Registry, model_dir: &Path, device: &str) -> Result<S
         config_json: serde_json::to_string_pretty(&config)?,
         config_hash: hash[..16].to_string(),
         device: device.into(),
+        stage_key: None,
     })?;
     Ok(id)
 }

@@ -18,16 +18,20 @@ use crate::data::tokenizer::DogeTokenizer;
 use crate::experiment::{self, Experiment, Stage};
 use crate::registry::Registry;
 
-/// Runs the stage; returns the evaluated checkpoint directory (the stage's result).
+/// Runs the stage; returns the evaluated checkpoint directory (the stage's result). lm-eval's
+/// results.json goes into `stage_dir`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     exp: &Experiment,
     stage: &Stage,
     previous: Option<&Path>,
     registry: &Registry,
     run_id: &str,
+    stage_dir: &Path,
     dev: &Device,
     quiet: bool,
 ) -> Result<PathBuf> {
+    let started = std::time::Instant::now();
     let dir = weights_dir(exp, stage, previous)?;
     let requests = parse_tasks(&stage.tasks, &exp.base_dir)?;
     let model = Checkpoint::load(&dir, DType::F32, dev)?.model()?;
@@ -54,6 +58,16 @@ pub fn run(
     eprintln!("stage {}: evaluating {}", stage.id(), dir.display());
     let results = ev.run(&requests)?;
     let n = record::add_results(registry, run_id, &dir, &results)?;
+    let info = super::results_file::RunInfo {
+        model: &dir,
+        batch_size: opts.batch_size,
+        device: &format!("{dev:?}"),
+        limit: None,
+        seed: opts.seed,
+        run_id: Some(run_id),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    super::results_file::write(&stage_dir.join("results.json"), &results, &info)?;
     eprint!("{}", results_table(&results));
     eprintln!("stage {}: {n} scores recorded for run {run_id}", stage.id());
     Ok(dir)

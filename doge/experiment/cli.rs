@@ -104,12 +104,18 @@ pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
                 stale_after: r.stale_after,
                 label: None,
                 claim: None,
+                sweep: None,
             };
             return crate::train::launcher::run_file(&r.file, &opts);
         }
         ExpCommand::Check(f) | ExpCommand::Plan(f) | ExpCommand::Status(f) => f,
     };
-    let (exp, runs) = plan(&f.file, &f.set).map_err(|e| report(&f.file, e))?;
+    // `status` reads what ran; `check` and `plan` vouch that the file can run.
+    let planned = match &args.command {
+        ExpCommand::Status(_) => plan(&f.file, &f.set),
+        _ => super::plan_to_run(&f.file, &f.set),
+    };
+    let (exp, runs) = planned.map_err(|e| report(&f.file, e))?;
     let text = match &args.command {
         ExpCommand::Check(_) if f.json => {
             serde_json::to_string_pretty(&super::canonical_json(&exp))? + "\n"

@@ -51,6 +51,51 @@ fn sorted(v: Value) -> Value {
 
 /// 12 hex digits of SHA-256 over the canonical JSON, minus the keys that do not affect results.
 pub fn run_id(exp: &Experiment) -> String {
+    hash12(&result_json(exp))
+}
+
+/// The key of what stage `index` computes: the run id's JSON without the experiment's name and
+/// without the stages after it. Two experiments whose first stages are the same (the instruct
+/// quick start extends the pre-training one) share the key of those stages, so the one done
+/// first is reused by the other. A local `init` counts by its absolute path, not its spelling.
+pub fn stage_key(exp: &Experiment, index: usize) -> String {
+    let mut v = result_json(exp);
+    if let Value::Object(m) = &mut v {
+        m.remove("name");
+        if let Some(Value::Array(stages)) = m.get_mut("stage") {
+            stages.truncate(index + 1);
+            for (s, typed) in stages.iter_mut().zip(&exp.stages) {
+                if let (Some(init), Value::Object(s)) = (&typed.init, s) {
+                    if super::spec::is_local(init) {
+                        let p = exp.local_path(init);
+                        let p = std::fs::canonicalize(&p).unwrap_or(p);
+                        s.insert("init".into(), Value::String(p.display().to_string()));
+                    }
+                }
+            }
+        }
+        if let (Some(init), Some(Value::Object(model))) = (&exp.model.init, m.get_mut("model")) {
+            if super::spec::is_local(init) {
+                let p = exp.local_path(init);
+                let p = std::fs::canonicalize(&p).unwrap_or(p);
+                model.insert("init".into(), Value::String(p.display().to_string()));
+            }
+        }
+        // Corpus and tokenizer paths are spelled relative to the experiment file: key them by
+        // where that is.
+        let base = std::fs::canonicalize(&exp.base_dir).unwrap_or_else(|_| exp.base_dir.clone());
+        m.insert("base-dir".into(), Value::String(base.display().to_string()));
+    }
+    hash12(&v)
+}
+
+fn hash12(v: &Value) -> String {
+    let digest = Sha256::digest(v.to_string().as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The canonical JSON without what does not change results.
+fn result_json(exp: &Experiment) -> Value {
     let mut v = canonical_json(exp);
     if let Value::Object(m) = &mut v {
         for k in ["description", "registry", "runs-dir", "slurm", "sweep"] {
@@ -68,6 +113,5 @@ pub fn run_id(exp: &Experiment) -> String {
             }
         }
     }
-    let digest = Sha256::digest(v.to_string().as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    v
 }

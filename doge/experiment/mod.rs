@@ -25,7 +25,7 @@ use crate::registry::db::Location;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Errors};
-pub use id::{canonical_json, run_id};
+pub use id::{canonical_json, run_id, stage_key};
 pub use sweep::Run;
 pub use types::*;
 
@@ -43,6 +43,17 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Experiment, Errors> {
 pub fn plan(path: &Path, sets: &[String]) -> Result<(Experiment, Vec<Run>), Errors> {
     let loaded = resolve::load(path, sets)?;
     let exp = resolve::finish(&loaded, &loaded.tree)?;
+    let runs = sweep::expand(&loaded, &exp)?;
+    Ok((exp, runs))
+}
+
+/// [`plan`], and the local files the runs read (tokenizer, sources, inits) must exist: what
+/// `doge exp check` and `doge exp run` use, so a missing folder is an error at its line before
+/// any run directory or registry row is made.
+pub fn plan_to_run(path: &Path, sets: &[String]) -> Result<(Experiment, Vec<Run>), Errors> {
+    let loaded = resolve::load(path, sets)?;
+    let exp = resolve::finish(&loaded, &loaded.tree)?;
+    validate::check_local_paths(&exp, &loaded.tree)?;
     let runs = sweep::expand(&loaded, &exp)?;
     Ok((exp, runs))
 }

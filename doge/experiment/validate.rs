@@ -163,6 +163,105 @@ fn check_slurm(c: &mut Checker, slurm: &crate::experiment::Slurm) {
     }
 }
 
+/// Local files the run will read (tokenizer, sources, inits) must exist: found now, at the
+/// line that names them, rather than after a run directory and a failed run were made.
+pub fn check_local_paths(exp: &Experiment, tree: &Node) -> Result<(), Errors> {
+    let mut c = Checker {
+        tree,
+        errors: Vec::new(),
+    };
+    local_paths(&mut c, exp);
+    if c.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Errors(c.errors))
+    }
+}
+
+fn local_paths(c: &mut Checker, exp: &Experiment) {
+    let missing = |p: &str| is_local(p) && !exp.local_path(p).exists();
+    let mut reported: Vec<String> = Vec::new();
+    let report = |c: &mut Checker, at: Vec<Seg>, what: &str, p: &str, help: &str| {
+        let e = c.at(
+            &at,
+            format!(
+                "{what} `{p}` does not exist (looked for {})",
+                exp.local_path(p).display()
+            ),
+        );
+        e.help = Some(help.into());
+    };
+    if exp.tokenizer != "train" && missing(&exp.tokenizer) {
+        report(
+            c,
+            vec![key("tokenizer")],
+            "tokenizer",
+            &exp.tokenizer,
+            "give a folder holding tokenizer.json, a tokenizer.json file, a hub id, or \"train\" \
+             (paths are relative to the experiment file)",
+        );
+    }
+    // Without a preset the model's dims come from `init`: check_model reports it missing.
+    let init = exp
+        .model
+        .init
+        .as_deref()
+        .filter(|_| exp.model.preset.is_some());
+    if let Some(init) = init.filter(|p| missing(p)) {
+        report(
+            c,
+            vec![key("model"), key("init")],
+            "model init",
+            init,
+            "give a checkpoint folder (config.json + model.safetensors) or a hub id",
+        );
+    }
+    // A stage's data is merged over the experiment's: each missing source is said once.
+    let mut sources = |c: &mut Checker, data: &Data, base: Vec<Seg>| {
+        for (i, s) in data.sources.iter().enumerate() {
+            if missing(&s.from) && !reported.contains(&s.from) {
+                reported.push(s.from.clone());
+                let mut at = base.clone();
+                at.extend([key("source"), Seg::Index(i)]);
+                let e = c.at(
+                    &at,
+                    format!(
+                        "source `{}` does not exist (looked for {})",
+                        s.from,
+                        exp.local_path(&s.from).display()
+                    ),
+                );
+                e.help = Some(
+                    "give a file or folder of .txt/.jsonl/.parquet, or a hub dataset id \
+                     (paths are relative to the experiment file)"
+                        .into(),
+                );
+            }
+        }
+    };
+    sources(c, &exp.data, vec![key("data")]);
+    for (i, stage) in exp.stages.iter().enumerate() {
+        let base = vec![key("stage"), Seg::Index(i)];
+        if let Some(d) = &stage.data {
+            let mut at = base.clone();
+            at.push(key("data"));
+            sources(c, d, at);
+        }
+        if let Some(init) = stage.init.as_deref().filter(|p| missing(p)) {
+            let mut at = base.clone();
+            at.push(key("init"));
+            let e = c.at(
+                &at,
+                format!(
+                    "stage init `{init}` does not exist (looked for {})",
+                    exp.local_path(init).display()
+                ),
+            );
+            e.help = Some("give a checkpoint folder or a hub id".into());
+        }
+    }
+}
+
 fn check_top(c: &mut Checker, exp: &Experiment) {
     let ok = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
     if exp.name.is_empty() || !exp.name.chars().all(ok) {

@@ -46,9 +46,41 @@ pub enum RunsCommand {
     List(ListArgs),
     /// One run: config, lineage, last metrics, evals and artifacts.
     Show {
-        /// The run id (first column of `doge runs list`).
+        /// A run id (first column of `doge runs list`), a unique prefix of one, or the id
+        /// `doge exp run` prints (every stage of that run is shown).
         id: String,
     },
+    /// Delete runs: their registry rows and their stage directories (checkpoints).
+    Delete {
+        /// Run ids (or unique prefixes, or experiment run ids).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Do not ask (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Delete the registry rows only; leave the files.
+        #[arg(long)]
+        keep_files: bool,
+    },
+    /// Archive runs: hidden from `runs list` and reports (`--all` shows them), rows and files kept.
+    Archive {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Restore archived runs instead.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Tag a run (`--where "tag = baseline"` finds it).
+    Tag {
+        id: String,
+        #[arg(required = true)]
+        tags: Vec<String>,
+        /// Remove these tags instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Set a run's note (an empty text clears it).
+    Note { id: String, text: String },
     /// Runs side by side: the config keys that differ, final metrics and evals.
     Compare {
         /// Run ids to compare.
@@ -72,6 +104,9 @@ pub struct ListArgs {
     /// Show at most N runs.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Include archived runs.
+    #[arg(long)]
+    pub all: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 }
@@ -125,7 +160,7 @@ pub fn run_report(args: &ReportArgs) -> Result<()> {
         "wrote {} and {} ({} charts)",
         files.html.display(),
         files.markdown.display(),
-        files.charts.len()
+        files.chart_names.len()
     );
     Ok(())
 }
@@ -140,13 +175,102 @@ pub fn run_runs(args: &RunsArgs) -> Result<()> {
                 sort: l.sort.clone(),
                 limit: l.limit,
                 format: l.format,
+                all: l.all,
             },
         )?,
         RunsCommand::Show { id } => commands::show(&reg, id)?,
+        RunsCommand::Delete {
+            ids,
+            yes,
+            keep_files,
+        } => delete(&reg, ids, *yes, *keep_files)?,
+        RunsCommand::Archive { ids, undo } => {
+            let ids = commands::resolve_all(&reg, ids)?;
+            for id in &ids {
+                reg.set_archived(id, !undo)?;
+            }
+            let verb = if *undo { "restored" } else { "archived" };
+            format!("{verb} {}\n", ids.join(", "))
+        }
+        RunsCommand::Tag { id, tags, remove } => {
+            let id = one_run(&reg, id)?;
+            if *remove {
+                reg.tag(&id, &[], tags)?;
+            } else {
+                reg.tag(&id, tags, &[])?;
+            }
+            format!("{id}: tags {}\n", reg.tags(&id)?.join(", "))
+        }
+        RunsCommand::Note { id, text } => {
+            let id = one_run(&reg, id)?;
+            let text = text.trim();
+            reg.set_note(&id, (!text.is_empty()).then_some(text))?;
+            format!(
+                "{id}: note {}\n",
+                if text.is_empty() { "cleared" } else { "set" }
+            )
+        }
         RunsCommand::Compare { ids, sweep } => commands::compare(&reg, ids, sweep.as_deref())?,
     };
     print!("{out}");
     Ok(())
+}
+
+/// The single run an id names (a prefix must be unique; an experiment run id names several).
+fn one_run(reg: &Registry, given: &str) -> Result<String> {
+    let ids = super::query::resolve_ids(reg.db(), given)?;
+    anyhow::ensure!(
+        ids.len() == 1,
+        "`{given}` names {} runs ({}); give one of them",
+        ids.len(),
+        ids.join(", ")
+    );
+    Ok(ids[0].clone())
+}
+
+/// `doge runs delete`: says what goes, asks unless `--yes`, then deletes rows and files.
+fn delete(reg: &Registry, given: &[String], yes: bool, keep_files: bool) -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let ids = commands::resolve_all(reg, given)?;
+    let orphans = reg.children_outside(&ids)?;
+    let files = if keep_files {
+        Vec::new()
+    } else {
+        ids.iter()
+            .map(|id| reg.run_files(id))
+            .collect::<Result<Vec<_>>>()?
+            .concat()
+    };
+    let mut plan = format!("delete {} run(s): {}\n", ids.len(), ids.join(", "));
+    for f in &files {
+        plan += &format!("  and {}\n", f.display());
+    }
+    if !orphans.is_empty() {
+        plan += &format!(
+            "  (their child runs {} stay, without a parent)\n",
+            orphans.join(", ")
+        );
+    }
+    if !yes {
+        anyhow::ensure!(
+            std::io::stdin().is_terminal(),
+            "{plan}nothing deleted: pass --yes to delete without asking (stdin is not a terminal)"
+        );
+        eprint!("{plan}delete? [y/N] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok("nothing deleted\n".into());
+        }
+    }
+    let d = reg.delete_runs(&ids, !keep_files)?;
+    Ok(format!(
+        "deleted {} run(s) and {} director{}\n",
+        d.runs.len(),
+        d.files.len(),
+        if d.files.len() == 1 { "y" } else { "ies" }
+    ))
 }
 
 /// Queries need an existing file: creating an empty registry would hide a wrong path.
@@ -191,6 +315,7 @@ fn stress(p: &RegistryPath, run: &str, rows: usize, batch: usize) -> Result<()> 
         config_json: format!(r#"{{"seed":{}}}"#, run.len()),
         config_hash: run.into(),
         device: "cpu".into(),
+        stage_key: None,
     })?;
     let names = ["loss", "lr"];
     let all: Vec<(u64, &str, f64)> = (0..rows)

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use super::filter;
-use super::query::{flatten_config, load_runs, sort_runs, sweep_ids, RunView};
-use super::render::{num, render, table, Format};
+use super::query::{flatten_config, load_runs, resolve_ids, sort_runs, sweep_ids, RunView};
+use super::render::{local_time, num, render, table, Format};
 use super::Registry;
 
 /// What `doge runs list` was asked for.
@@ -17,6 +17,8 @@ pub struct ListQuery {
     pub sort: Option<String>,
     pub limit: Option<usize>,
     pub format: Format,
+    /// Include archived runs (they are hidden unless the filter asks about `archived`).
+    pub all: bool,
 }
 
 const BASE_COLUMNS: &[&str] = &["id", "experiment", "stage", "status"];
@@ -25,6 +27,13 @@ const BASE_COLUMNS: &[&str] = &["id", "experiment", "stage", "status"];
 pub fn select(reg: &Registry, q: &ListQuery) -> Result<(Vec<RunView>, Vec<String>)> {
     let expr = q.filter.as_deref().map(filter::parse).transpose()?;
     let mut runs = load_runs(reg.db(), None)?;
+    let mut asked = Vec::new();
+    if let Some(e) = &expr {
+        e.keys(&mut asked);
+    }
+    if !q.all && !asked.iter().any(|k| k == "archived") {
+        runs.retain(|r| !r.archived);
+    }
     if let Some(e) = &expr {
         runs.retain(|r| e.eval(&|k| r.get(k)));
     }
@@ -57,6 +66,9 @@ pub fn select(reg: &Registry, q: &ListQuery) -> Result<(Vec<RunView>, Vec<String
 /// `doge runs list`.
 pub fn list(reg: &Registry, q: &ListQuery) -> Result<String> {
     let (runs, extra) = select(reg, q)?;
+    if q.format == Format::Json {
+        return Ok(list_json(&runs, &extra));
+    }
     let mut header: Vec<String> = BASE_COLUMNS.iter().map(|s| s.to_string()).collect();
     header.push("step".into());
     header.extend(extra.iter().cloned());
@@ -78,6 +90,40 @@ pub fn list(reg: &Registry, q: &ListQuery) -> Result<String> {
     Ok(render(q.format, &header, &rows))
 }
 
+/// `--format json`: values as recorded (full precision, integer steps, unix times, tag
+/// arrays), for scripts; the table's rounding is for eyes only.
+fn list_json(runs: &[RunView], extra: &[String]) -> String {
+    use serde_json::{json, Map, Value as Json};
+    let value = |v: filter::Value| match v {
+        filter::Value::Num(x) => serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number),
+        filter::Value::Str(s) => Json::String(s),
+        filter::Value::Set(items) => json!(items),
+        filter::Value::Null => Json::Null,
+    };
+    let items: Vec<Json> = runs
+        .iter()
+        .map(|r| {
+            let mut o = Map::new();
+            o.insert("id".into(), json!(r.id));
+            o.insert("experiment".into(), json!(r.experiment));
+            o.insert("sweep".into(), json!(r.sweep));
+            o.insert("stage".into(), json!(r.stage));
+            o.insert("status".into(), json!(r.status));
+            o.insert(
+                "step".into(),
+                json!(r.last_metrics.values().map(|m| m.0).max()),
+            );
+            o.insert("created_at".into(), json!(r.created_at));
+            o.insert("tags".into(), json!(r.tags));
+            for k in extra {
+                o.insert(k.clone(), value(r.get(k)));
+            }
+            Json::Object(o)
+        })
+        .collect();
+    serde_json::to_string_pretty(&items).unwrap_or_default() + "\n"
+}
+
 fn cell(v: &filter::Value) -> String {
     match v {
         filter::Value::Num(x) => num(*x),
@@ -86,11 +132,29 @@ fn cell(v: &filter::Value) -> String {
 }
 
 fn time_text(t: Option<f64>) -> String {
-    t.map_or_else(|| "-".into(), |t| format!("{t:.0} (unix s)"))
+    t.map_or_else(|| "-".into(), local_time)
 }
 
-/// `doge runs show ID`.
-pub fn show(reg: &Registry, id: &str) -> Result<String> {
+/// `doge runs show ID`: ID may be a run id, an experiment run id (every stage of it is shown) or
+/// a unique prefix of a run id.
+pub fn show(reg: &Registry, given: &str) -> Result<String> {
+    let ids = resolve_ids(reg.db(), given)?;
+    if ids.len() == 1 {
+        return show_one(reg, &ids[0]);
+    }
+    let mut o = format!(
+        "experiment run {given}: {} stages ({})\n",
+        ids.len(),
+        ids.join(", ")
+    );
+    for id in &ids {
+        o += &format!("\n=== {id}\n");
+        o += &show_one(reg, id)?;
+    }
+    Ok(o)
+}
+
+fn show_one(reg: &Registry, id: &str) -> Result<String> {
     let runs = load_runs(reg.db(), Some(&[id.to_string()]))?;
     let r = &runs[0];
     let mut o = String::new();
@@ -101,6 +165,15 @@ pub fn show(reg: &Registry, id: &str) -> Result<String> {
     writeln!(o, "status      {}", r.status)?;
     if let Some(m) = &r.message {
         writeln!(o, "message     {m}")?;
+    }
+    if !r.tags.is_empty() {
+        writeln!(o, "tags        {}", r.tags.join(", "))?;
+    }
+    if let Some(n) = &r.note {
+        writeln!(o, "note        {n}")?;
+    }
+    if r.archived {
+        writeln!(o, "archived    yes (hidden from `runs list` without --all)")?;
     }
     writeln!(o, "created     {}", time_text(Some(r.created_at)))?;
     writeln!(o, "started     {}", time_text(r.started_at))?;
@@ -143,15 +216,27 @@ pub fn show(reg: &Registry, id: &str) -> Result<String> {
             id,
         )?,
     );
-    writeln!(o, "\nartifacts")?;
+    writeln!(o, "\nartifacts (sha256 of the weights, model.safetensors)")?;
     o += &table(
         &strings(&["kind", "path", "step", "size", "sha256"]),
         &query_rows(
             reg,
-            "SELECT kind, path, step, size, sha256 FROM artifacts WHERE run_id = ?1 ORDER BY rowid",
+            "SELECT kind, path, step, size, sha256 FROM artifacts
+             WHERE run_id = ?1 AND deleted_at IS NULL ORDER BY rowid",
             id,
         )?,
     );
+    let deleted = reg.db().query_i64(
+        "SELECT count(*) FROM artifacts WHERE run_id = ?1 AND deleted_at IS NOT NULL",
+        &[super::db::Value::from(id)],
+    )?;
+    if deleted > 0 {
+        writeln!(
+            o,
+            "({deleted} older checkpoint{} deleted by keep-last)",
+            if deleted == 1 { "" } else { "s" }
+        )?;
+    }
     writeln!(o, "\nconfig")?;
     writeln!(o, "{}", serde_json::to_string_pretty(&r.config)?)?;
     Ok(o)
@@ -217,7 +302,7 @@ fn lineage(reg: &Registry, r: &RunView) -> Result<Vec<String>> {
 pub fn compare(reg: &Registry, ids: &[String], sweep: Option<&str>) -> Result<String> {
     let ids = match sweep {
         Some(s) => sweep_ids(reg.db(), s)?,
-        None => ids.to_vec(),
+        None => resolve_all(reg, ids)?,
     };
     anyhow::ensure!(
         !ids.is_empty(),
@@ -268,4 +353,17 @@ pub fn compare(reg: &Registry, ids: &[String], sweep: Option<&str>) -> Result<St
         })
     });
     Ok(table(&header, &rows))
+}
+
+/// Each id as [`resolve_ids`] reads it (an experiment run id brings all its stages), in order.
+pub fn resolve_all(reg: &Registry, given: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for g in given {
+        for id in resolve_ids(reg.db(), g)? {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -21,6 +21,8 @@ use std::fmt;
 pub enum Value {
     Num(f64),
     Str(String),
+    /// Several values (a run's tags): `=` and `in` match when any member does, `!=` when none.
+    Set(Vec<String>),
     Null,
 }
 
@@ -31,7 +33,9 @@ impl Value {
         match (self.as_num(), other.as_num()) {
             (Some(a), Some(b)) => a.partial_cmp(&b),
             _ => match (self, other) {
-                (Value::Null, _) | (_, Value::Null) => None,
+                (Value::Null, _) | (_, Value::Null) | (Value::Set(_), _) | (_, Value::Set(_)) => {
+                    None
+                }
                 _ => Some(self.to_string().cmp(&other.to_string())),
             },
         }
@@ -41,7 +45,7 @@ impl Value {
         match self {
             Value::Num(x) => Some(*x),
             Value::Str(s) => s.parse().ok(),
-            Value::Null => None,
+            Value::Set(_) | Value::Null => None,
         }
     }
 }
@@ -51,6 +55,7 @@ impl fmt::Display for Value {
         match self {
             Value::Num(x) => write!(f, "{x}"),
             Value::Str(s) => f.write_str(s),
+            Value::Set(items) => f.write_str(&items.join(",")),
             Value::Null => Ok(()),
         }
     }
@@ -80,24 +85,43 @@ impl Expr {
     /// Evaluates against one run; `get` resolves a key to its value.
     pub fn eval(&self, get: &dyn Fn(&str) -> Value) -> bool {
         match self {
-            Expr::Cmp(key, op, v) => match get(key).compare(v) {
-                None => false,
-                Some(o) => match op {
-                    Op::Eq => o == Ordering::Equal,
-                    Op::Ne => o != Ordering::Equal,
-                    Op::Lt => o == Ordering::Less,
-                    Op::Le => o != Ordering::Greater,
-                    Op::Gt => o == Ordering::Greater,
-                    Op::Ge => o != Ordering::Less,
-                },
+            Expr::Cmp(key, op, v) => match get(key) {
+                Value::Set(items) => {
+                    let any = items
+                        .iter()
+                        .any(|i| Value::Str(i.clone()).compare(v) == Some(Ordering::Equal));
+                    match op {
+                        Op::Eq => any,
+                        Op::Ne => !any,
+                        _ => false,
+                    }
+                }
+                x => Self::cmp(&x, *op, v),
             },
-            Expr::In(key, vs) => {
-                let x = get(key);
-                vs.iter().any(|v| x.compare(v) == Some(Ordering::Equal))
-            }
+            Expr::In(key, vs) => match get(key) {
+                Value::Set(items) => items.iter().any(|i| {
+                    let i = Value::Str(i.clone());
+                    vs.iter().any(|v| i.compare(v) == Some(Ordering::Equal))
+                }),
+                x => vs.iter().any(|v| x.compare(v) == Some(Ordering::Equal)),
+            },
             Expr::Not(e) => !e.eval(get),
             Expr::And(a, b) => a.eval(get) && b.eval(get),
             Expr::Or(a, b) => a.eval(get) || b.eval(get),
+        }
+    }
+
+    fn cmp(x: &Value, op: Op, v: &Value) -> bool {
+        match x.compare(v) {
+            None => false,
+            Some(o) => match op {
+                Op::Eq => o == Ordering::Equal,
+                Op::Ne => o != Ordering::Equal,
+                Op::Lt => o == Ordering::Less,
+                Op::Le => o != Ordering::Greater,
+                Op::Gt => o == Ordering::Greater,
+                Op::Ge => o != Ordering::Less,
+            },
         }
     }
 

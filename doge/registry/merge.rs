@@ -43,6 +43,9 @@ const RUN_COLS: &[&str] = &[
     "device",
     "message",
     "total_steps",
+    "note",
+    "archived",
+    "stage_key",
 ];
 const METRIC_COLS: &[&str] = &["run_id", "step", "name", "value", "time"];
 const EVAL_COLS: &[&str] = &[
@@ -64,7 +67,9 @@ const ARTIFACT_COLS: &[&str] = &[
     "size",
     "sha256",
     "created_at",
+    "deleted_at",
 ];
+const TAG_COLS: &[&str] = &["run_id", "tag"];
 
 /// Everything of `other` that a merge may copy, read at one moment.
 struct Source {
@@ -73,6 +78,7 @@ struct Source {
     metrics: Vec<Row>,
     evals: Vec<Row>,
     artifacts: Vec<Row>,
+    tags: Vec<Row>,
 }
 
 /// Copies every run of `other` that `reg` lacks, with its rows.
@@ -118,6 +124,7 @@ fn read_all(src: &Registry) -> Result<Source> {
             metrics: all("metrics", METRIC_COLS, "rowid")?,
             evals: all("evals", EVAL_COLS, "rowid")?,
             artifacts: all("artifacts", ARTIFACT_COLS, "rowid")?,
+            tags: all("tags", TAG_COLS, "run_id, tag")?,
         })
     })
 }
@@ -153,6 +160,7 @@ fn copy_new_runs(reg: &Registry, src: &Source) -> Result<MergeStats> {
         let metrics = db.insert_rows("metrics", METRIC_COLS, &rows_of(&src.metrics))?;
         let evals = db.insert_rows("evals", EVAL_COLS, &rows_of(&src.evals))?;
         let artifacts = db.insert_rows("artifacts", ARTIFACT_COLS, &rows_of(&src.artifacts))?;
+        db.insert_rows("tags", TAG_COLS, &rows_of(&src.tags))?;
         Ok(MergeStats {
             runs: runs.len(),
             skipped: src.runs.len() - runs.len(),

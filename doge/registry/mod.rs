@@ -8,7 +8,7 @@
 //! transactions, so a killed process leaves the database consistent and its run visibly
 //! `running` with a stale heartbeat.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod db;
 pub mod filter;
+pub mod housekeeping;
 pub mod merge;
 pub mod plot;
 pub mod query;
@@ -211,6 +212,35 @@ CREATE INDEX claims_by_experiment ON claims(experiment);
 ALTER TABLE runs ADD COLUMN total_steps BIGINT;
 "#,
     },
+    // v4: housekeeping (tags, a note, archived runs hidden from lists), the key of what a stage
+    // computes (an identical stage done before is reused, not rerun), and checkpoints that
+    // keep-last deleted.
+    Migration {
+        sqlite: r#"
+ALTER TABLE runs ADD COLUMN note TEXT;
+ALTER TABLE runs ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN stage_key TEXT;
+CREATE INDEX runs_by_stage_key ON runs(stage_key);
+CREATE TABLE tags (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    tag TEXT NOT NULL,
+    PRIMARY KEY (run_id, tag)
+);
+ALTER TABLE artifacts ADD COLUMN deleted_at REAL;
+"#,
+        postgres: r#"
+ALTER TABLE runs ADD COLUMN note TEXT;
+ALTER TABLE runs ADD COLUMN archived BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN stage_key TEXT;
+CREATE INDEX runs_by_stage_key ON runs(stage_key);
+CREATE TABLE tags (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    tag TEXT NOT NULL,
+    PRIMARY KEY (run_id, tag)
+);
+ALTER TABLE artifacts ADD COLUMN deleted_at DOUBLE PRECISION;
+"#,
+    },
 ];
 
 /// The schema version this doge writes (`PRAGMA user_version`).
@@ -272,6 +302,9 @@ pub struct NewRun {
     pub config_json: String,
     pub config_hash: String,
     pub device: String,
+    /// The hash of what the stage computes (its settings, data, init and every earlier stage):
+    /// a done run with the same key is the same result.
+    pub stage_key: Option<String>,
 }
 
 pub struct Registry {
@@ -417,11 +450,12 @@ impl Registry {
             )?;
             db.execute(
                 "INSERT INTO runs (id, experiment, sweep, parent_id, stage, status, config_json, config_hash,
-                                   created_at, started_at, heartbeat_at, git_commit, git_dirty, version, host, device)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11, ?12, ?13)
+                                   created_at, started_at, heartbeat_at, git_commit, git_dirty, version, host, device,
+                                   stage_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT(id) DO UPDATE SET status = 'running', started_at = ?8, heartbeat_at = ?8,
                      ended_at = NULL, message = NULL, git_commit = ?9, git_dirty = ?10, version = ?11,
-                     host = ?12, device = ?13",
+                     host = ?12, device = ?13, sweep = ?3, stage_key = ?14",
                 &sql_params![
                     run.id.as_str(),
                     run.experiment.as_str(),
@@ -435,7 +469,8 @@ impl Registry {
                     dirty,
                     env!("CARGO_PKG_VERSION"),
                     hostname(),
-                    run.device.as_str()
+                    run.device.as_str(),
+                    run.stage_key.clone()
                 ],
             )?;
             Ok(())
@@ -513,13 +548,46 @@ impl Registry {
         Ok(())
     }
 
+    /// Records a file or checkpoint directory of a run, with its size and the SHA-256 of its
+    /// weights (`model.safetensors` of a checkpoint; the file itself otherwise).
     pub fn add_artifact(&self, id: &str, kind: &str, path: &Path, step: Option<u64>) -> Result<()> {
         let size = dir_size(path);
+        let sha = artifact_sha256(path);
         self.db.execute(
-            "INSERT INTO artifacts (run_id, kind, path, step, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            &sql_params![id, kind, path.display().to_string(), step, size, now()],
+            "INSERT INTO artifacts (run_id, kind, path, step, size, sha256, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &sql_params![id, kind, path.display().to_string(), step, size, sha, now()],
         )?;
         Ok(())
+    }
+
+    /// Marks a run's artifact at `path` deleted (keep-last pruned the checkpoint): the row stays,
+    /// as the history of what was saved, but `runs show` no longer offers it.
+    pub fn mark_artifact_deleted(&self, id: &str, path: &Path) -> Result<()> {
+        self.db.execute(
+            "UPDATE artifacts SET deleted_at = ?3 WHERE run_id = ?1 AND path = ?2 AND deleted_at IS NULL",
+            &sql_params![id, path.display().to_string(), now()],
+        )?;
+        Ok(())
+    }
+
+    /// A done run (other than `except`) whose stage has this key, and the final checkpoint it
+    /// recorded, newest first; None when there is none or its checkpoint is gone.
+    pub fn find_done_stage(&self, key: &str, except: &str) -> Result<Option<(String, PathBuf)>> {
+        let rows = self.db.query(
+            "SELECT r.id, a.path FROM runs r JOIN artifacts a ON a.run_id = r.id
+             WHERE r.stage_key = ?1 AND r.id <> ?2 AND r.status = 'done' AND a.kind = 'final'
+               AND a.deleted_at IS NULL
+             ORDER BY r.ended_at DESC",
+            &sql_params![key, except],
+        )?;
+        for r in rows {
+            let dir = PathBuf::from(r.text(1)?);
+            if dir.join("config.json").exists() {
+                return Ok(Some((r.text(0)?, dir)));
+            }
+        }
+        Ok(None)
     }
 
     /// (step, value) pairs of one metric of a run, in step order.
@@ -602,6 +670,20 @@ fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| dir_size(&e.path())).sum())
         .unwrap_or(0)
+}
+
+/// Hex SHA-256 of a checkpoint's weights (or of a file); None when there is nothing to hash.
+fn artifact_sha256(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let file = if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    };
+    let mut f = std::fs::File::open(&file).ok()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).ok()?;
+    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// This machine's name, as claims and runs record it.

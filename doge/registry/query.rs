@@ -43,6 +43,15 @@ pub struct RunView {
     pub last_metrics: BTreeMap<String, (u64, f64)>,
     /// `task.metric` -> (value, stderr); the newest eval row wins.
     pub evals: BTreeMap<String, (f64, Option<f64>)>,
+    /// Tags (`doge runs tag`), sorted.
+    pub tags: Vec<String>,
+    pub note: Option<String>,
+    /// Hidden from lists and reports unless asked for (`doge runs archive`).
+    pub archived: bool,
+    /// The hash of what the stage computed (runs with the same key are the same result).
+    pub stage_key: Option<String>,
+    /// The experiment run this stage belongs to (the id `doge exp run` prints).
+    pub config_hash: String,
 }
 
 /// The status to show: `running` turns `running (stale)` once the heartbeat is old.
@@ -73,6 +82,10 @@ impl RunView {
             "git_commit" => return text(&self.git_commit),
             "created" | "created_at" => return Value::Num(self.created_at),
             "metric_rows" => return Value::Num(self.metric_rows as f64),
+            "tag" | "tags" => return Value::Set(self.tags.clone()),
+            "note" => return text(&self.note),
+            "archived" => return Value::Str(self.archived.to_string()),
+            "run" | "experiment_run" => return Value::Str(self.config_hash.clone()),
             _ => {}
         }
         if let Some(name) = key.strip_prefix("metric.") {
@@ -159,7 +172,7 @@ pub fn flatten_config(config: &Json) -> BTreeMap<String, String> {
 const RUN_COLUMNS: &str =
     "id, experiment, sweep, parent_id, stage, status, config_json, created_at,
     started_at, ended_at, heartbeat_at, git_commit, git_dirty, version, host, device, message,
-    total_steps";
+    total_steps, note, archived, stage_key, config_hash";
 
 /// Loads runs (all, or those with the given ids, in that order) with their last metrics and evals,
 /// all from one snapshot of the database: a sweep writing meanwhile never shows a run with fewer
@@ -192,6 +205,11 @@ fn run_from(r: &Row, t: f64) -> Result<RunView> {
         metric_rows: 0,
         last_metrics: BTreeMap::new(),
         evals: BTreeMap::new(),
+        tags: Vec::new(),
+        note: r.opt_text(18),
+        archived: r.opt_i64(19).unwrap_or(0) != 0,
+        stage_key: r.opt_text(20),
+        config_hash: r.text(21)?,
     })
 }
 
@@ -279,6 +297,18 @@ fn attach_metrics_and_evals(db: &Conn, runs: &mut [RunView], ids: &[SqlValue]) -
             runs[i].evals.insert(key, (r.f64(3)?, r.opt_f64(4)));
         }
     }
+    let rows = db.query(
+        &format!(
+            "SELECT run_id, tag FROM tags {} ORDER BY run_id, tag",
+            filter("run_id")
+        ),
+        ids,
+    )?;
+    for r in rows {
+        if let Some(&i) = index.get(&r.text(0)?) {
+            runs[i].tags.push(r.text(1)?);
+        }
+    }
     Ok(())
 }
 
@@ -320,4 +350,47 @@ pub fn sweep_ids(db: &Conn, sweep: &str) -> Result<Vec<String>> {
         bail!("no runs in sweep `{sweep}` (the `sweep` column of `doge runs list`)");
     }
     Ok(ids)
+}
+
+/// The runs an id given on the command line names: the run with exactly that id; else every
+/// stage of the experiment run with that id (what `doge exp run` prints), in stage order; else
+/// the one run whose id starts with it. Ambiguous prefixes list the candidates.
+pub fn resolve_ids(db: &Conn, given: &str) -> Result<Vec<String>> {
+    let ids = |sql: &str, arg: String| -> Result<Vec<String>> {
+        db.query(sql, &[SqlValue::from(arg.as_str())])?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+    };
+    let exact = ids("SELECT id FROM runs WHERE id = ?1", given.to_string())?;
+    if !exact.is_empty() {
+        return Ok(exact);
+    }
+    let stages = ids(
+        "SELECT id FROM runs WHERE config_hash = ?1 ORDER BY created_at, id",
+        given.to_string(),
+    )?;
+    if !stages.is_empty() {
+        return Ok(stages);
+    }
+    // A prefix compared as text (LIKE would read `_` as a pattern; its case rules differ).
+    let prefixed = ids(
+        &format!(
+            "SELECT id FROM runs WHERE substr(id, 1, {}) = ?1 ORDER BY created_at, id",
+            given.chars().count()
+        ),
+        given.to_string(),
+    )?;
+    match prefixed.len() {
+        0 => bail!("no run `{given}` in the registry (see `doge runs list`)"),
+        1 => Ok(prefixed),
+        n => {
+            let shown: Vec<&str> = prefixed.iter().take(8).map(String::as_str).collect();
+            bail!(
+                "`{given}` is the start of {n} run ids ({}{}); give more of one",
+                shown.join(", "),
+                if n > 8 { ", ..." } else { "" }
+            )
+        }
+    }
 }

@@ -105,3 +105,16 @@ pub fn num(x: f64) -> String {
         format!("{x:.3e}")
     }
 }
+
+/// A unix time as local ISO 8601 with the offset (`2026-12-03T14:05:09+01:00`).
+pub fn local_time(t: f64) -> String {
+    use chrono::TimeZone;
+    let secs = t.floor() as i64;
+    let nanos = ((t - t.floor()) * 1e9) as u32;
+    match chrono::Local.timestamp_opt(secs, nanos) {
+        chrono::LocalResult::Single(d) | chrono::LocalResult::Ambiguous(d, _) => {
+            d.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+        }
+        chrono::LocalResult::None => format!("{t:.0} (unix s)"),
+    }
+}

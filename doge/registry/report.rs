@@ -1,14 +1,14 @@
 //! `doge report`: Markdown and self-contained HTML with run tables, loss/lr curves, eval bars and
 //! a leaderboard beside the published Doge numbers.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::commands::compare;
-use super::plot::{bar_chart, line_chart, Series};
-use super::query::{load_runs, sweep_ids, RunView};
+use super::plot::{bar_chart, color_hex, line_chart, Bars, Series};
+use super::query::{flatten_config, load_runs, sweep_ids, RunView};
 use super::render::num;
 use super::Registry;
 
@@ -48,7 +48,10 @@ const PUBLISHED: &[(&str, [f64; 7])] = &[
 pub struct ReportFiles {
     pub markdown: PathBuf,
     pub html: PathBuf,
+    /// Every chart file: `<stem>.svg` and `<stem>.png` of each chart.
     pub charts: Vec<PathBuf>,
+    /// The charts drawn, one name (file stem) per chart: `loss`, `eval_loss`, `lr`, `evals`.
+    pub chart_names: Vec<String>,
 }
 
 /// Writes the report of the given runs (or a sweep's, or every run) into `out`.
@@ -69,22 +72,27 @@ pub fn write_report(
 
     let mut charts = Vec::new();
     let mut sections = Vec::new(); // (title, stem)
+                                   // Each run's colour is its index in `runs` (the runs table's order), in every chart.
     for (name, title) in [
         ("loss", "training loss"),
         ("eval_loss", "eval loss"),
         ("lr", "learning rate"),
     ] {
-        let series: Vec<Series> = runs
-            .iter()
-            .map(|r| Ok((r.id.clone(), reg.metric(&r.id, name)?)))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .filter(|s| !s.1.is_empty())
-            .collect();
+        let mut series = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            let points = reg.metric(&r.id, name)?;
+            if !points.is_empty() {
+                series.push(Series {
+                    run: i,
+                    label: r.id.clone(),
+                    points,
+                });
+            }
+        }
         if series.is_empty() {
             continue;
         }
-        line_chart(out, name, &format!("{title} by step"), &series)?;
+        line_chart(out, name, &format!("{title} by step"), name, &series)?;
         sections.push((title.to_string(), name.to_string()));
     }
     let eval_keys: Vec<String> = {
@@ -94,19 +102,25 @@ pub fn write_report(
         k
     };
     if !eval_keys.is_empty() {
-        let bars: Vec<(String, Vec<Option<f64>>)> = runs
+        // Only runs with evals get bars and a legend row; colours stay those of the line charts.
+        let bars: Vec<Bars> = runs
             .iter()
-            .map(|r| {
-                (
-                    r.id.clone(),
-                    eval_keys
-                        .iter()
-                        .map(|k| r.evals.get(k).map(|e| e.0))
-                        .collect(),
-                )
+            .enumerate()
+            .filter(|(_, r)| !r.evals.is_empty())
+            .map(|(i, r)| Bars {
+                run: i,
+                label: r.id.clone(),
+                values: eval_keys.iter().map(|k| r.evals.get(k).copied()).collect(),
             })
             .collect();
-        bar_chart(out, "evals", "eval scores", &eval_keys, &bars)?;
+        bar_chart(
+            out,
+            "evals",
+            "eval scores (± stderr)",
+            "score",
+            &eval_keys,
+            &bars,
+        )?;
         sections.push(("eval scores".into(), "evals".into()));
     }
     for (_, stem) in &sections {
@@ -116,15 +130,7 @@ pub fn write_report(
 
     let runs_table = runs_table(&runs);
     let board = leaderboard(&runs);
-    let comparison = if runs.len() > 1 {
-        Some(compare(
-            reg,
-            &runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
-            None,
-        )?)
-    } else {
-        None
-    };
+    let comparison = (runs.len() > 1).then(|| differs(&runs));
     let title = match sweep {
         Some(s) => format!("Doge report: sweep {s}"),
         None => format!("Doge report: {} runs", runs.len()),
@@ -133,13 +139,7 @@ pub fn write_report(
     let markdown = out.join("report.md");
     std::fs::write(
         &markdown,
-        markdown_text(
-            &title,
-            &runs_table,
-            &board,
-            comparison.as_deref(),
-            &sections,
-        ),
+        markdown_text(&title, &runs_table, &board, comparison.as_ref(), &sections),
     )
     .with_context(|| format!("writing {}", markdown.display()))?;
     let html = out.join("report.html");
@@ -150,7 +150,7 @@ pub fn write_report(
             &title,
             &runs_table,
             &board,
-            comparison.as_deref(),
+            comparison.as_ref(),
             &sections,
         )?,
     )
@@ -159,6 +159,7 @@ pub fn write_report(
         markdown,
         html,
         charts,
+        chart_names: sections.into_iter().map(|s| s.1).collect(),
     })
 }
 
@@ -196,6 +197,51 @@ fn runs_table(runs: &[RunView]) -> Table {
     (header.iter().map(|s| s.to_string()).collect(), rows)
 }
 
+/// What the runs vary in, as `doge runs compare` shows it: the config keys whose values differ,
+/// then status, last metrics and evals (± stderr), one column per run.
+fn differs(runs: &[RunView]) -> Table {
+    let configs: Vec<_> = runs.iter().map(|r| flatten_config(&r.config)).collect();
+    let mut header = vec!["key".to_string()];
+    header.extend(runs.iter().map(|r| r.id.clone()));
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
+    for k in keys {
+        let vals: Vec<String> = configs
+            .iter()
+            .map(|c| c.get(k).cloned().unwrap_or_else(|| "-".into()))
+            .collect();
+        if vals.iter().any(|v| v != &vals[0]) {
+            rows.push(std::iter::once(k.clone()).chain(vals).collect());
+        }
+    }
+    rows.push(
+        std::iter::once("status".to_string())
+            .chain(runs.iter().map(|r| r.status.clone()))
+            .collect(),
+    );
+    let metrics: BTreeSet<&String> = runs.iter().flat_map(|r| r.last_metrics.keys()).collect();
+    for n in metrics {
+        let mut row = vec![format!("metric.{n}")];
+        row.extend(
+            runs.iter()
+                .map(|r| r.last_metrics.get(n).map_or("-".into(), |m| num(m.1))),
+        );
+        rows.push(row);
+    }
+    let evals: BTreeSet<&String> = runs.iter().flat_map(|r| r.evals.keys()).collect();
+    for n in evals {
+        let mut row = vec![format!("eval.{n}")];
+        row.extend(runs.iter().map(|r| {
+            r.evals.get(n).map_or("-".into(), |e| match e.1 {
+                Some(se) => format!("{} ±{}", num(e.0), num(se)),
+                None => num(e.0),
+            })
+        }));
+        rows.push(row);
+    }
+    (header, rows)
+}
+
 /// A run's score (%) on a task: acc_norm if recorded, else acc, else the task's first metric.
 fn task_score(r: &RunView, task: &str) -> Option<f64> {
     let prefix = format!("{task}.");
@@ -212,7 +258,25 @@ fn task_score(r: &RunView, task: &str) -> Option<f64> {
         .map(|e| if e.0 <= 1.0 { e.0 * 100.0 } else { e.0 })
 }
 
-/// Runs with eval scores, best average first, then the published rows.
+/// The mean of the scores present and how many there are.
+fn mean(scores: &[Option<f64>]) -> (f64, usize) {
+    let v: Vec<f64> = scores.iter().flatten().copied().collect();
+    (v.iter().sum::<f64>() / v.len().max(1) as f64, v.len())
+}
+
+/// The avg cell: the mean over all 7 tasks, or, for a run that lacks some, the mean over those it
+/// has marked with how many (`31.0 (1/7)`): not comparable with the full averages.
+fn avg_cell(scores: &[Option<f64>]) -> String {
+    let (m, n) = mean(scores);
+    if n == TASKS.len() {
+        format!("{m:.1}")
+    } else {
+        format!("{m:.1} ({n}/{})", TASKS.len())
+    }
+}
+
+/// Runs with eval scores (those with every task first, best average first; then the others,
+/// most tasks first), then the published rows.
 fn leaderboard(runs: &[RunView]) -> Table {
     let mut header = vec!["model".to_string()];
     header.extend(TASKS.iter().map(|t| t.to_string()));
@@ -227,11 +291,10 @@ fn leaderboard(runs: &[RunView]) -> Table {
         })
         .filter(|(_, s)| s.iter().any(Option::is_some))
         .collect();
-    let avg = |s: &[Option<f64>]| {
-        let v: Vec<f64> = s.iter().flatten().copied().collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    scored.sort_by(|a, b| avg(&b.1).total_cmp(&avg(&a.1)));
+    scored.sort_by(|a, b| {
+        let ((ma, na), (mb, nb)) = (mean(&a.1), mean(&b.1));
+        nb.cmp(&na).then(mb.total_cmp(&ma))
+    });
     scored.extend(
         PUBLISHED
             .iter()
@@ -245,12 +308,16 @@ fn leaderboard(runs: &[RunView]) -> Table {
                 s.iter()
                     .map(|x| x.map_or("-".into(), |x| format!("{x:.1}"))),
             );
-            row.push(format!("{:.1}", avg(s)));
+            row.push(avg_cell(s));
             row
         })
         .collect();
     (header, rows)
 }
+
+const BOARD_NOTE: &str =
+    "avg: the mean over the 7 tasks. An avg marked (k/7) is the mean over the \
+                          k tasks that run has: not comparable with the full averages.";
 
 fn md_table((h, rows): &Table) -> String {
     super::render::markdown(h, rows)
@@ -260,19 +327,20 @@ fn markdown_text(
     title: &str,
     runs: &Table,
     board: &Table,
-    comparison: Option<&str>,
+    comparison: Option<&Table>,
     sections: &[(String, String)],
 ) -> String {
     let mut o = format!("# {title}\n\n## Runs\n\n{}\n", md_table(runs));
     if let Some(c) = comparison {
-        let _ = write!(o, "## What differs\n\n```text\n{c}```\n\n");
+        let _ = write!(o, "## What differs\n\n{}\n", md_table(c));
     }
     for (t, stem) in sections {
         let _ = write!(o, "## {t}\n\n![{t}]({stem}.svg)\n\n");
     }
     let _ = write!(
         o,
-        "## Leaderboard (%, beside the published Doge base models, small-doge README @f1468ea)\n\n{}",
+        "## Leaderboard (%, beside the published Doge base models, small-doge README @f1468ea)\n\n\
+         {}\n{BOARD_NOTE}\n",
         md_table(board)
     );
     o
@@ -282,23 +350,48 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-fn html_table((h, rows): &Table) -> String {
-    let mut o = String::from("<table><tr>");
+/// A table in a horizontally scrolling box; `swatches` puts each row's run colour before its
+/// first cell.
+fn html_table((h, rows): &Table, class: &str, swatches: Option<&[String]>) -> String {
+    let mut o = format!("<div class=\"scroll\"><table class=\"{class}\"><tr>");
     for c in h {
         let _ = write!(o, "<th>{}</th>", esc(c));
     }
     o.push_str("</tr>\n");
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         o.push_str("<tr>");
-        for c in r {
-            let _ = write!(o, "<td>{}</td>", esc(c));
+        for (j, c) in r.iter().enumerate() {
+            match swatches.and_then(|s| s.get(i)).filter(|_| j == 0) {
+                Some(color) => {
+                    let _ = write!(
+                        o,
+                        "<td><span class=\"swatch\" style=\"background:{color}\"></span>{}</td>",
+                        esc(c)
+                    );
+                }
+                None => {
+                    let _ = write!(o, "<td>{}</td>", esc(c));
+                }
+            }
         }
         o.push_str("</tr>\n");
     }
-    o + "</table>\n"
+    o + "</table></div>\n"
 }
+
+const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px}\
+    .scroll{overflow-x:auto;max-width:100%;margin:1em 0}\
+    table{border-collapse:collapse}\
+    td,th{border:1px solid #ccc;padding:2px 8px;text-align:right;vertical-align:top;\
+    max-width:28em;overflow-wrap:anywhere}\
+    td:first-child,th:first-child{text-align:left}\
+    table.differs td:first-child,table.differs th:first-child{position:sticky;left:0;background:#fff}\
+    table.differs td{text-align:left}\
+    .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:-1px}\
+    svg{max-width:100%;height:auto}";
 
 /// One file with everything inline (the SVGs embedded), so it can be mailed or archived alone.
 fn html_text(
@@ -306,20 +399,23 @@ fn html_text(
     title: &str,
     runs: &Table,
     board: &Table,
-    comparison: Option<&str>,
+    comparison: Option<&Table>,
     sections: &[(String, String)],
 ) -> Result<String> {
+    // The runs table's rows are the report's runs in order: row i has chart colour i.
+    let swatches: Vec<String> = (0..runs.1.len()).map(color_hex).collect();
     let mut o = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
-         body{{font-family:sans-serif;margin:2em;max-width:1000px}}\
-         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}\
-         td:first-child,th:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}\
-         </style></head><body>\n<h1>{t}</h1>\n<h2>Runs</h2>\n{}",
-        html_table(runs),
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>{CSS}</style></head><body>\n<h1>{t}</h1>\n<h2>Runs</h2>\n{}",
+        html_table(runs, "runs", Some(&swatches)),
         t = esc(title)
     );
     if let Some(c) = comparison {
-        let _ = write!(o, "<h2>What differs</h2>\n<pre>{}</pre>\n", esc(c));
+        let _ = write!(
+            o,
+            "<h2>What differs</h2>\n{}",
+            html_table(c, "differs", None)
+        );
     }
     for (t, stem) in sections {
         let p = dir.join(format!("{stem}.svg"));
@@ -330,8 +426,9 @@ fn html_text(
     let _ = write!(
         o,
         "<h2>Leaderboard</h2>\n<p>Scores in %, beside the published Doge base models \
-         (small-doge README @f1468ea).</p>\n{}</body></html>\n",
-        html_table(board)
+         (small-doge README @f1468ea).</p>\n{}<p>{}</p>\n</body></html>\n",
+        html_table(board, "board", None),
+        esc(BOARD_NOTE)
     );
     Ok(o)
 }

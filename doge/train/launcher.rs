@@ -51,7 +51,7 @@ struct Launch<'a> {
 /// Runs the experiment file: every run of its sweep that no other worker holds, or only the one
 /// `opts.array_index` names.
 pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
-    let (_, runs) = experiment::plan(path, &opts.sets).map_err(|e| {
+    let (top, runs) = experiment::plan_to_run(path, &opts.sets).map_err(|e| {
         eprint!("{e}");
         anyhow!(
             "{}: the experiment has errors; nothing was run",
@@ -92,6 +92,11 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
         (stale_after / 4.0).clamp(0.5, 30.0),
     );
     let stop = stop_flag();
+    // Every run of a sweep records the sweep's name: the experiment's (`--sweep NAME` queries).
+    let opts = &RunOptions {
+        sweep: top.sweep.as_ref().map(|_| top.name.clone()),
+        ..opts.clone()
+    };
     let n_workers = opts.workers.max(1).min(indices.len());
     let launch = Launch {
         path,
@@ -299,20 +304,20 @@ fn mark_server(runs_dir: &Path, location: &Location) -> Result<()> {
 /// The runs this command covered, as `doge runs list` shows them: one row per stage.
 fn print_summary(runs: &[&Run], location: &Location) -> Result<()> {
     let registry = Registry::connect(location)?;
-    let ids: Vec<String> = runs
-        .iter()
-        .flat_map(|r| {
-            r.experiment
-                .stages
-                .iter()
-                .map(move |s| format!("'{}-{}'", r.id, s.id()))
-        })
-        .collect();
+    let ids: Vec<String> =
+        runs.iter()
+            .flat_map(|r| {
+                r.experiment.stages.iter().map(move |s| {
+                    format!("'{}'", super::runner::stage_run_id(&r.experiment, &r.id, s))
+                })
+            })
+            .collect();
     let query = crate::registry::commands::ListQuery {
         filter: Some(format!("id in ({})", ids.join(", "))),
         sort: None,
         limit: None,
         format: crate::registry::render::Format::Table,
+        all: true,
     };
     eprint!("\n{}", crate::registry::commands::list(&registry, &query)?);
     Ok(())

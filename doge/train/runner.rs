@@ -49,6 +49,8 @@ pub struct RunOptions {
     /// The claim (run name, worker id) this run is trained under: metrics are written only while
     /// it is still this worker's.
     pub claim: Option<(String, String)>,
+    /// The sweep this run belongs to (the experiment's name when the file declares a sweep).
+    pub sweep: Option<String>,
 }
 
 impl RunOptions {
@@ -141,23 +143,41 @@ pub(crate) fn run_one(
     opts.say(&format!("run {}-{id} in {}", exp.name, run_dir.display()));
 
     let mut previous: Option<(PathBuf, String)> = None; // (final checkpoint, registry run id)
-    for stage in &exp.stages {
+    for (index, stage) in exp.stages.iter().enumerate() {
         let stage_dir = run_dir.join(stage.id());
         let run_id = format!("{id}-{}", stage.id());
-        if let Some(done) = read_stage_done(&stage_dir) {
-            previous = Some((done, run_id));
+        if let Some((done, owner)) = read_stage_done(&stage_dir) {
+            previous = Some((done, owner.unwrap_or(run_id)));
+            continue;
+        }
+        let stage_key = experiment::stage_key(exp, index);
+        // The same stage (settings, data, init and every stage before it) done by another
+        // experiment, e.g. the instruct quick start's pre-training: its result is this one's.
+        if let Some((owner, final_dir)) = registry.find_done_stage(&stage_key, &run_id)? {
+            std::fs::create_dir_all(&stage_dir)?;
+            std::fs::write(
+                stage_dir.join("done.json"),
+                json!({"final": final_dir, "reused": owner}).to_string(),
+            )?;
+            opts.say(&format!(
+                "stage {}: reused run {owner} (the same stage, done before): {}",
+                stage.id(),
+                final_dir.display()
+            ));
+            previous = Some((final_dir, owner));
             continue;
         }
         registry.start_run(&NewRun {
             id: run_id.clone(),
             experiment: exp.name.clone(),
             experiment_path: Some(path.display().to_string()),
-            sweep: exp.sweep.as_ref().map(|_| format!("{}-sweep", exp.name)),
+            sweep: opts.sweep.clone(),
             parent_id: previous.as_ref().map(|p| p.1.clone()),
             stage: stage.kind.as_str().into(),
             config_json: config_json.clone(),
             config_hash: id.to_string(),
             device: device_label(&dev),
+            stage_key: Some(stage_key),
         })?;
         let result = run_stage(
             exp,
@@ -210,13 +230,25 @@ pub(crate) fn run_one(
     Ok(())
 }
 
-fn read_stage_done(stage_dir: &Path) -> Option<PathBuf> {
+/// The registry run holding a stage's rows: `<id>-<stage>`, or the other experiment's run whose
+/// result the stage reused.
+pub(crate) fn stage_run_id(exp: &Experiment, id: &str, stage: &Stage) -> String {
+    let dir = experiment::registry::run_dir(exp).join(stage.id());
+    read_stage_done(&dir)
+        .and_then(|d| d.1)
+        .unwrap_or_else(|| format!("{id}-{}", stage.id()))
+}
+
+/// A finished stage's final checkpoint, and the run that trained it when that was another
+/// experiment's (a reused stage).
+fn read_stage_done(stage_dir: &Path) -> Option<(PathBuf, Option<String>)> {
     let text = std::fs::read_to_string(stage_dir.join("done.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["final"]
+    let dir = v["final"]
         .as_str()
         .map(PathBuf::from)
-        .filter(|p| p.exists())
+        .filter(|p| p.exists())?;
+    Some((dir, v["reused"].as_str().map(str::to_string)))
 }
 
 /// So that `doge generate --model FINAL --prompt ...` has a tokenizer.
@@ -246,7 +278,9 @@ fn run_stage(
 ) -> Result<StageOutcome> {
     if stage.kind == StageKind::Eval {
         std::fs::create_dir_all(stage_dir)?; // for done.json
-        let dir = crate::eval::stage::run(exp, stage, previous, registry, run_id, dev, opts.quiet)?;
+        let dir = crate::eval::stage::run(
+            exp, stage, previous, registry, run_id, stage_dir, dev, opts.quiet,
+        )?;
         return Ok(StageOutcome::Done(dir));
     }
     let (start, init_dir) = initial_weights(exp, stage, cfg, previous, dev)?;
@@ -510,6 +544,9 @@ struct RegistryObserver<'a> {
     label: Option<String>,
     /// (run name, worker id) of the claim the metrics are written under.
     claim: Option<(String, String)>,
+    total: u64,
+    /// When and at which step this process started the stage (for the ETA of log lines).
+    started: Option<(std::time::Instant, u64)>,
 }
 
 /// FLOPs per token of this model at this context, and the device's peak for the run's precision
@@ -558,6 +595,8 @@ impl<'a> RegistryObserver<'a> {
             utilisation: None,
             label: opts.label.clone(),
             claim: opts.claim.clone(),
+            total,
+            started: None,
         })
     }
 
@@ -575,17 +614,34 @@ impl StageObserver for RegistryObserver<'_> {
             rows.push((step, "mfu", u.mfu(*tps)));
         }
         let claim = self.claim.as_ref().map(|(r, w)| (r.as_str(), w.as_str()));
-        self.registry.log_metrics_as(&self.run_id, &rows, claim)
+        self.registry.log_metrics_as(&self.run_id, &rows, claim)?;
+        // Without a bar (stderr not a terminal: nohup, SLURM; or --quiet) the log-every rows
+        // are the progress: one line each.
+        if self.bar.is_hidden() {
+            if let Some(line) = self.log_line(step, values) {
+                self.println(&line);
+            }
+        }
+        Ok(())
     }
     fn checkpoint(&mut self, dir: &Path, step: u64) -> Result<()> {
         self.registry
             .add_artifact(&self.run_id, "checkpoint", dir, Some(step))
+    }
+    fn pruned(&mut self, dirs: &[PathBuf]) -> Result<()> {
+        for d in dirs {
+            self.registry.mark_artifact_deleted(&self.run_id, d)?;
+        }
+        Ok(())
     }
     fn resumed(&mut self, step: u64) -> Result<()> {
         // Steps after the checkpoint are redone: their earlier metrics would be duplicates.
         self.registry.truncate_metrics_after(&self.run_id, step)
     }
     fn progress(&mut self, step: u64, _total: u64, line: &str) {
+        if self.started.is_none() {
+            self.started = Some((std::time::Instant::now(), step.saturating_sub(1)));
+        }
         self.bar.set_position(step);
         // The loop's line ends in "<N> tok/s"; the MFU follows it where the peak is known.
         let tokens_per_s = line
@@ -608,6 +664,29 @@ impl StageObserver for RegistryObserver<'_> {
         } else {
             self.bar.println(line);
         }
+    }
+}
+
+impl RegistryObserver<'_> {
+    /// `step 40/300 loss 5.1234 lr 3.00e-3 2150 tok/s ETA 0:02:01` for a training log row
+    /// (eval rows, which have no lr, print their own line).
+    fn log_line(&self, step: u64, values: &[(&str, f64)]) -> Option<String> {
+        let get = |n: &str| values.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        let (loss, lr) = (get("loss")?, get("lr")?);
+        let mut line = format!("step {step}/{} loss {loss:.4} lr {lr:.2e}", self.total);
+        if let Some(tps) = get("tokens_per_s") {
+            line += &format!(" {tps:.0} tok/s");
+        }
+        if let Some((t0, s0)) = self.started {
+            let done = step.saturating_sub(s0);
+            if done > 0 {
+                let eta = t0.elapsed().as_secs_f64() / done as f64
+                    * self.total.saturating_sub(step) as f64;
+                let eta = eta.round() as u64;
+                line += &format!(" ETA {}:{:02}:{:02}", eta / 3600, eta / 60 % 60, eta % 60);
+            }
+        }
+        Some(line)
     }
 }
 

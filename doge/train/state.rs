@@ -93,16 +93,18 @@ pub fn list(stage_dir: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-/// Deletes all but the newest `keep` checkpoints (0 keeps all).
-pub fn prune(stage_dir: &Path, keep: usize) -> Result<()> {
+/// Deletes all but the newest `keep` checkpoints (0 keeps all); returns the deleted ones.
+pub fn prune(stage_dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
     let all = list(stage_dir);
     if keep == 0 || all.len() <= keep {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let mut removed = Vec::new();
     for (_, dir) in &all[..all.len() - keep] {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        removed.push(dir.clone());
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Reads a checkpoint's weights, trainer state and optimizer moments.

@@ -43,6 +43,10 @@ pub struct StageSettings {
 pub trait StageObserver {
     fn metrics(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()>;
     fn checkpoint(&mut self, dir: &Path, step: u64) -> Result<()>;
+    /// Checkpoints keep-last deleted.
+    fn pruned(&mut self, _dirs: &[PathBuf]) -> Result<()> {
+        Ok(())
+    }
     /// Called once after restoring from a checkpoint at `step`.
     fn resumed(&mut self, _step: u64) -> Result<()> {
         Ok(())
@@ -296,7 +300,8 @@ pub fn train(
             } else {
                 s.keep_last + usize::from(step == s.total_steps)
             };
-            state::prune(stage_dir, keep)?;
+            let removed = state::prune(stage_dir, keep)?;
+            observer.pruned(&removed)?;
             last_saved = Some(dir);
         }
     }

@@ -51,6 +51,7 @@ pub fn add(reg: &mut Registry, s: &Seed) {
         config_json: config(s.lr, s.seed),
         config_hash: s.id.into(),
         device: "cpu".into(),
+        stage_key: None,
     })
     .unwrap();
     let rows: Vec<(u64, &str, f64)> = (1..=s.steps)
