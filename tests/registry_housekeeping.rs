@@ -107,7 +107,7 @@ fn times_print_as_local_iso_8601_and_json_keeps_full_precision() {
     for db in TestDb::all() {
         let kind = db.kind();
         let mut reg = db.open();
-        let id = add(&mut reg, "aaaa", "pretrain", None, 2.718_281_828_4);
+        let id = add(&mut reg, "aaaa", "pretrain", None, 1.234_567_890_123_456_7);
         // 1796221518 s after the epoch is 2026-12-02 14:25:18 UTC (date -u -d @1796221518).
         reg.db()
             .execute(
@@ -152,7 +152,7 @@ fn times_print_as_local_iso_8601_and_json_keeps_full_precision() {
         assert_eq!(run["step"].as_u64(), Some(10), "{kind}: {run}");
         assert_eq!(
             run["metric.loss"].as_f64(),
-            Some(2.718_281_828_4),
+            Some(1.234_567_890_123_456_7),
             "{kind}: {run}"
         );
         assert_eq!(run["created_at"].as_f64(), Some(1796221518.25), "{kind}");

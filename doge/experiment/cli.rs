@@ -110,10 +110,11 @@ pub fn run(args: &ExpArgs) -> anyhow::Result<()> {
         }
         ExpCommand::Check(f) | ExpCommand::Plan(f) | ExpCommand::Status(f) => f,
     };
-    // `status` reads what ran; `check` and `plan` vouch that the file can run.
+    // `check` vouches that the file can run here; `plan` (an sbatch script may be written
+    // away from the data) and `status` only read it.
     let planned = match &args.command {
-        ExpCommand::Status(_) => plan(&f.file, &f.set),
-        _ => super::plan_to_run(&f.file, &f.set),
+        ExpCommand::Check(_) => super::plan_to_run(&f.file, &f.set),
+        _ => plan(&f.file, &f.set),
     };
     let (exp, runs) = planned.map_err(|e| report(&f.file, e))?;
     let text = match &args.command {
