@@ -66,20 +66,12 @@ pub fn stage_key(exp: &Experiment, index: usize) -> String {
             stages.truncate(index + 1);
             for (s, typed) in stages.iter_mut().zip(&exp.stages) {
                 if let (Some(init), Value::Object(s)) = (&typed.init, s) {
-                    if super::spec::is_local(init) {
-                        let p = exp.local_path(init);
-                        let p = std::fs::canonicalize(&p).unwrap_or(p);
-                        s.insert("init".into(), Value::String(p.display().to_string()));
-                    }
+                    s.insert("init".into(), absolute_init(exp, init));
                 }
             }
         }
         if let (Some(init), Some(Value::Object(model))) = (&exp.model.init, m.get_mut("model")) {
-            if super::spec::is_local(init) {
-                let p = exp.local_path(init);
-                let p = std::fs::canonicalize(&p).unwrap_or(p);
-                model.insert("init".into(), Value::String(p.display().to_string()));
-            }
+            model.insert("init".into(), absolute_init(exp, init));
         }
         // Corpus and tokenizer paths are spelled relative to the experiment file: key them by
         // where that is.
@@ -87,6 +79,16 @@ pub fn stage_key(exp: &Experiment, index: usize) -> String {
         m.insert("base-dir".into(), Value::String(base.display().to_string()));
     }
     hash12(&v)
+}
+
+/// An `init` as a stage key holds it: a local checkpoint by its absolute path, a hub id as is.
+fn absolute_init(exp: &Experiment, init: &str) -> Value {
+    if !super::spec::is_local(init) {
+        return Value::String(init.into());
+    }
+    let p = exp.local_path(init);
+    let p = std::fs::canonicalize(&p).unwrap_or(p);
+    Value::String(p.display().to_string())
 }
 
 fn hash12(v: &Value) -> String {

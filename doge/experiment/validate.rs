@@ -223,18 +223,13 @@ fn local_paths(c: &mut Checker, exp: &Experiment) {
                 reported.push(s.from.clone());
                 let mut at = base.clone();
                 at.extend([key("source"), Seg::Index(i)]);
-                let e = c.at(
-                    &at,
-                    format!(
-                        "source `{}` does not exist (looked for {})",
-                        s.from,
-                        exp.local_path(&s.from).display()
-                    ),
-                );
-                e.help = Some(
+                report(
+                    c,
+                    at,
+                    "source",
+                    &s.from,
                     "give a file or folder of .txt/.jsonl/.parquet, or a hub dataset id \
-                     (paths are relative to the experiment file)"
-                        .into(),
+                     (paths are relative to the experiment file)",
                 );
             }
         }
@@ -250,14 +245,13 @@ fn local_paths(c: &mut Checker, exp: &Experiment) {
         if let Some(init) = stage.init.as_deref().filter(|p| missing(p)) {
             let mut at = base.clone();
             at.push(key("init"));
-            let e = c.at(
-                &at,
-                format!(
-                    "stage init `{init}` does not exist (looked for {})",
-                    exp.local_path(init).display()
-                ),
+            report(
+                c,
+                at,
+                "stage init",
+                init,
+                "give a checkpoint folder or a hub id",
             );
-            e.help = Some("give a checkpoint folder or a hub id".into());
         }
     }
 }

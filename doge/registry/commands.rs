@@ -309,6 +309,13 @@ pub fn compare(reg: &Registry, ids: &[String], sweep: Option<&str>) -> Result<St
         "give run ids or `--sweep NAME` (see `doge runs list`)"
     );
     let runs = load_runs(reg.db(), Some(&ids))?;
+    let (header, rows) = compare_rows(&runs);
+    Ok(table(&header, &rows))
+}
+
+/// What runs vary in, one column per run: the config keys whose values differ, then status,
+/// last metrics and evals (± stderr). `runs compare` prints it; the report renders it.
+pub fn compare_rows(runs: &[RunView]) -> (Vec<String>, Vec<Vec<String>>) {
     let configs: Vec<_> = runs.iter().map(|r| flatten_config(&r.config)).collect();
     let mut header = vec!["key".to_string()];
     header.extend(runs.iter().map(|r| r.id.clone()));
@@ -352,7 +359,7 @@ pub fn compare(reg: &Registry, ids: &[String], sweep: Option<&str>) -> Result<St
             None => num(e.0),
         })
     });
-    Ok(table(&header, &rows))
+    (header, rows)
 }
 
 /// Each id as [`resolve_ids`] reads it (an experiment run id brings all its stages), in order.

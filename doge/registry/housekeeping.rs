@@ -89,20 +89,16 @@ impl Registry {
         Ok(out)
     }
 
-    /// The files a run owns: its stage directory (the parent of its checkpoints), else each
-    /// artifact path that lies inside a run directory the registry wrote.
+    /// The files a run owns: the stage directories holding its checkpoints
+    /// (`<run dir>/<stage>/checkpoint-N`).
     pub fn run_files(&self, id: &str) -> Result<Vec<PathBuf>> {
         let mut dirs = BTreeSet::new();
         for r in self.db.query(
-            "SELECT kind, path FROM artifacts WHERE run_id = ?1 AND kind IN ('checkpoint', 'final')",
+            "SELECT path FROM artifacts WHERE run_id = ?1 AND kind IN ('checkpoint', 'final')",
             &sql_params![id],
         )? {
-            let p = PathBuf::from(r.text(1)?);
-            // `<run dir>/<stage>/checkpoint-N`: the stage directory is the run's own.
-            if let Some(stage_dir) = p.parent() {
-                if stage_dir.join("done.json").exists() || stage_dir.exists() {
-                    dirs.insert(stage_dir.to_path_buf());
-                }
+            if let Some(stage_dir) = PathBuf::from(r.text(0)?).parent() {
+                dirs.insert(stage_dir.to_path_buf());
             }
         }
         Ok(dirs.into_iter().collect())

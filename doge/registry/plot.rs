@@ -134,6 +134,18 @@ fn fonts() -> Result<()> {
     Ok(())
 }
 
+/// Tick labels of an axis spanning `span`: [`number`], with a tick at zero computed as 1e-19
+/// still reading 0.
+fn tick_formatter(span: f64) -> impl Fn(&f64) -> String {
+    move |v: &f64| {
+        if v.abs() < span * 1e-9 {
+            "0".to_string()
+        } else {
+            number(*v)
+        }
+    }
+}
+
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }
@@ -317,15 +329,7 @@ fn draw_lines<DB: DrawingBackend>(
         .y_label_area_size(85)
         .build_cartesian_2d(0u64..x_hi, lo..hi)
         .map_err(err)?;
-    let span = hi - lo;
-    let y_fmt = move |v: &f64| {
-        // A tick at zero computed as 1e-19 still reads 0.
-        if v.abs() < span * 1e-9 {
-            "0".to_string()
-        } else {
-            number(*v)
-        }
-    };
+    let y_fmt = tick_formatter(hi - lo);
     chart
         .configure_mesh()
         .x_desc("step")
@@ -394,14 +398,7 @@ fn draw_bars<DB: DrawingBackend>(
         .y_label_area_size(85)
         .build_cartesian_2d(0.0..n, lo..hi)
         .map_err(err)?;
-    let span = hi - lo;
-    let y_fmt = move |v: &f64| {
-        if v.abs() < span * 1e-9 {
-            "0".to_string()
-        } else {
-            number(*v)
-        }
-    };
+    let y_fmt = tick_formatter(hi - lo);
     chart
         .configure_mesh()
         .disable_x_mesh()

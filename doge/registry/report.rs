@@ -1,14 +1,13 @@
 //! `doge report`: Markdown and self-contained HTML with run tables, loss/lr curves, eval bars and
 //! a leaderboard beside the published Doge numbers.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::plot::{bar_chart, color_hex, line_chart, Bars, Series};
-use super::query::{flatten_config, load_runs, sweep_ids, RunView};
+use super::query::{load_runs, sweep_ids, RunView};
 use super::render::num;
 use super::Registry;
 
@@ -130,7 +129,7 @@ pub fn write_report(
 
     let runs_table = runs_table(&runs);
     let board = leaderboard(&runs);
-    let comparison = (runs.len() > 1).then(|| differs(&runs));
+    let comparison = (runs.len() > 1).then(|| super::commands::compare_rows(&runs));
     let title = match sweep {
         Some(s) => format!("Doge report: sweep {s}"),
         None => format!("Doge report: {} runs", runs.len()),
@@ -195,51 +194,6 @@ fn runs_table(runs: &[RunView]) -> Table {
         })
         .collect();
     (header.iter().map(|s| s.to_string()).collect(), rows)
-}
-
-/// What the runs vary in, as `doge runs compare` shows it: the config keys whose values differ,
-/// then status, last metrics and evals (± stderr), one column per run.
-fn differs(runs: &[RunView]) -> Table {
-    let configs: Vec<_> = runs.iter().map(|r| flatten_config(&r.config)).collect();
-    let mut header = vec!["key".to_string()];
-    header.extend(runs.iter().map(|r| r.id.clone()));
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
-    for k in keys {
-        let vals: Vec<String> = configs
-            .iter()
-            .map(|c| c.get(k).cloned().unwrap_or_else(|| "-".into()))
-            .collect();
-        if vals.iter().any(|v| v != &vals[0]) {
-            rows.push(std::iter::once(k.clone()).chain(vals).collect());
-        }
-    }
-    rows.push(
-        std::iter::once("status".to_string())
-            .chain(runs.iter().map(|r| r.status.clone()))
-            .collect(),
-    );
-    let metrics: BTreeSet<&String> = runs.iter().flat_map(|r| r.last_metrics.keys()).collect();
-    for n in metrics {
-        let mut row = vec![format!("metric.{n}")];
-        row.extend(
-            runs.iter()
-                .map(|r| r.last_metrics.get(n).map_or("-".into(), |m| num(m.1))),
-        );
-        rows.push(row);
-    }
-    let evals: BTreeSet<&String> = runs.iter().flat_map(|r| r.evals.keys()).collect();
-    for n in evals {
-        let mut row = vec![format!("eval.{n}")];
-        row.extend(runs.iter().map(|r| {
-            r.evals.get(n).map_or("-".into(), |e| match e.1 {
-                Some(se) => format!("{} ±{}", num(e.0), num(se)),
-                None => num(e.0),
-            })
-        }));
-        rows.push(row);
-    }
-    (header, rows)
 }
 
 /// A run's score (%) on a task: acc_norm if recorded, else acc, else the task's first metric.
