@@ -6,6 +6,7 @@ pub mod cli;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod experiment;
 pub mod generate;

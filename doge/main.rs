@@ -38,6 +38,8 @@ enum Command {
     Schema,
     /// doge's CUDA kernels: compile them with NVRTC, or check them against candle on a GPU.
     Cuda(cli::cuda::CudaArgs),
+    /// The data-parallel job: `mpirun -n N doge dist check` tests MPI before a run.
+    Dist(cli::dist::DistArgs),
     /// Throughput: training steps and generation on a preset's shape (see bench/compare.py).
     Bench(doge::bench::cli::BenchArgs),
 }
@@ -93,6 +95,7 @@ fn run(parsed: Cli) -> anyhow::Result<()> {
         Command::Ui(args) => doge::ui::run(&args),
         Command::Cuda(args) => cli::cuda::run(&args),
         Command::Bench(args) => doge::bench::cli::run(&args),
+        Command::Dist(args) => cli::dist::run(&args),
         Command::Schema => {
             doge::experiment::cli::print_schema();
             Ok(())

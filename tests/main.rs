@@ -19,6 +19,7 @@ mod data_scale;
 mod data_shards;
 mod data_sources;
 mod data_tokenizer;
+mod dist_mpi;
 mod eval_cli;
 mod eval_prompts;
 mod eval_reference;
