@@ -73,7 +73,8 @@ fn wait<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
     }
 }
 
-pub(super) fn all_reduce_sum_f32(values: &mut [f32]) -> Result<()> {
+/// Element-wise sum over every rank, in place (one generic body for f32 and f64).
+fn all_reduce_sum<T: Equivalence + Copy>(values: &mut [T]) -> Result<()> {
     let send = values.to_vec();
     mpi::request::scope(|scope| {
         let req =
@@ -83,14 +84,12 @@ pub(super) fn all_reduce_sum_f32(values: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+pub(super) fn all_reduce_sum_f32(values: &mut [f32]) -> Result<()> {
+    all_reduce_sum(values)
+}
+
 pub(super) fn all_reduce_sum_f64(values: &mut [f64]) -> Result<()> {
-    let send = values.to_vec();
-    mpi::request::scope(|scope| {
-        let req =
-            comm().immediate_all_reduce_into(scope, &send[..], values, SystemOperation::sum());
-        wait(req, "all-reduce");
-    });
-    Ok(())
+    all_reduce_sum(values)
 }
 
 pub(super) fn broadcast_bytes(bytes: &mut Vec<u8>) -> Result<()> {
