@@ -4,11 +4,7 @@
 //! `--features mpi` and Open MPI's `mpirun`; without either it skips with a notice, unless
 //! `DOGE_REQUIRE_MPI=1` makes that a failure.
 
-use std::process::Command;
-
-fn doge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_doge"))
-}
+use crate::dist_support::{doge, mpirun};
 
 #[test]
 fn a_process_without_a_launcher_is_world_one() {
@@ -25,32 +21,6 @@ fn a_process_without_a_launcher_is_world_one() {
             && stdout.contains("hello from rank 0 of 1"),
         "{stdout}"
     );
-}
-
-/// `mpirun` with what running as root (CI) needs.
-fn mpirun(n: usize) -> Option<Command> {
-    let have_mpi_binary =
-        String::from_utf8_lossy(&doge().args(["dist", "check"]).output().ok()?.stdout)
-            .contains("mpi built in");
-    let have_mpirun = Command::new("mpirun").arg("--version").output().is_ok();
-    if !(have_mpi_binary && have_mpirun) {
-        assert!(
-            std::env::var("DOGE_REQUIRE_MPI").as_deref() != Ok("1"),
-            "DOGE_REQUIRE_MPI=1 but {}",
-            if have_mpi_binary {
-                "mpirun is missing (apt-get install openmpi-bin)"
-            } else {
-                "the test binary was built without `--features mpi`"
-            }
-        );
-        eprintln!("skipped: needs `cargo test --release --features mpi` and mpirun");
-        return None;
-    }
-    let mut c = Command::new("mpirun");
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .args(["--oversubscribe", "-n", &n.to_string()]);
-    Some(c)
 }
 
 #[test]

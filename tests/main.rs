@@ -3,6 +3,7 @@
 //! tests with a module filter: `cargo test --release --test suite model_reference::`.
 
 mod data_support;
+mod dist_support;
 mod reference_support;
 mod registry_support;
 mod sweep_support;
@@ -20,6 +21,7 @@ mod data_shards;
 mod data_sources;
 mod data_tokenizer;
 mod dist_mpi;
+mod dist_train;
 mod eval_cli;
 mod eval_prompts;
 mod eval_reference;

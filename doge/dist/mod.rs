@@ -9,6 +9,7 @@
 
 #[cfg(feature = "mpi")]
 mod mpi_backend;
+pub mod tensors;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -112,12 +113,57 @@ pub fn all_reduce_sum_f64(values: &mut [f64]) -> Result<()> {
     backend::all_reduce_sum_f64(values)
 }
 
+/// How long a rank waits for the others in a collective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Up to [`timeout`]: the collectives of a training step, where every rank is busy alike.
+    Bounded,
+    /// For as long as rank 0 works alone (an eval stage, the registry, a claim): the control
+    /// points between stages. A dead rank 0 still ends the job through the launcher.
+    ForRoot,
+}
+
+impl Wait {
+    fn deadline(self) -> Option<Duration> {
+        match self {
+            Wait::Bounded => Some(timeout()),
+            Wait::ForRoot => None,
+        }
+    }
+}
+
 /// Rank 0's bytes on every rank (the others' input is replaced).
-pub fn broadcast_bytes(bytes: &mut Vec<u8>) -> Result<()> {
+pub fn broadcast_bytes(bytes: &mut Vec<u8>, wait: Wait) -> Result<()> {
     if world().size == 1 {
         return Ok(());
     }
-    backend::broadcast_bytes(bytes)
+    backend::broadcast_bytes(bytes, wait.deadline())
+}
+
+/// Rank 0's values on every rank (the others' input is replaced).
+pub fn broadcast_f32(values: &mut Vec<f32>, wait: Wait) -> Result<()> {
+    if world().size == 1 {
+        return Ok(());
+    }
+    backend::broadcast_f32(values, wait.deadline())
+}
+
+/// Rank 0's `value` on every rank, as JSON: rank 0 passes `Some`, the others `None`.
+pub fn from_root<T: serde::Serialize + serde::de::DeserializeOwned>(
+    value: Option<&T>,
+    wait: Wait,
+) -> Result<T> {
+    let mut bytes = match value {
+        Some(v) => serde_json::to_vec(v)?,
+        None => Vec::new(),
+    };
+    broadcast_bytes(&mut bytes, wait)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "rank {}: rank 0 sent an unreadable value: {e}",
+            world().rank
+        )
+    })
 }
 
 /// Leaves the MPI job (MPI_Finalize) before the process exits; a no-op at world 1.
@@ -142,9 +188,13 @@ mod backend {
     pub(super) fn all_reduce_sum_f64(_: &mut [f64]) -> Result<()> {
         unreachable!("{NO_MPI}")
     }
-    // The same signature as the MPI backend's, which resizes the vector.
+    // The same signatures as the MPI backend's, which resizes the vector.
     #[allow(clippy::ptr_arg)]
-    pub(super) fn broadcast_bytes(_: &mut Vec<u8>) -> Result<()> {
+    pub(super) fn broadcast_bytes(_: &mut Vec<u8>, _: Option<std::time::Duration>) -> Result<()> {
+        unreachable!("{NO_MPI}")
+    }
+    #[allow(clippy::ptr_arg)]
+    pub(super) fn broadcast_f32(_: &mut Vec<f32>, _: Option<std::time::Duration>) -> Result<()> {
         unreachable!("{NO_MPI}")
     }
 }
@@ -166,7 +216,7 @@ pub fn check() -> Result<String> {
     } else {
         Vec::new()
     };
-    broadcast_bytes(&mut text)?;
+    broadcast_bytes(&mut text, Wait::Bounded)?;
     let text = String::from_utf8_lossy(&text).to_string();
     if bad > 0 {
         anyhow::bail!(

@@ -45,8 +45,8 @@ fn comm() -> SimpleCommunicator {
 fn wait<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
     mut req: mpi::request::Request<'a, D, S>,
     what: &str,
+    deadline: Option<Duration>,
 ) {
-    let deadline = super::timeout();
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
@@ -54,7 +54,7 @@ fn wait<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
             Ok(_) => return,
             Err(r) => req = r,
         }
-        if start.elapsed() > deadline {
+        if let Some(deadline) = deadline.filter(|d| start.elapsed() > *d) {
             eprintln!(
                 "error: rank {}: {what}: no answer from the other ranks in {:.0} s (did a rank die?); aborting the job (DOGE_DIST_TIMEOUT sets the wait)",
                 comm().rank(),
@@ -73,14 +73,19 @@ fn wait<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
     }
 }
 
+/// MPI counts are C ints: larger buffers go in pieces of this many elements.
+const CHUNK: usize = 1 << 28;
+
 /// Element-wise sum over every rank, in place (one generic body for f32 and f64).
 fn all_reduce_sum<T: Equivalence + Copy>(values: &mut [T]) -> Result<()> {
-    let send = values.to_vec();
-    mpi::request::scope(|scope| {
-        let req =
-            comm().immediate_all_reduce_into(scope, &send[..], values, SystemOperation::sum());
-        wait(req, "all-reduce");
-    });
+    for piece in values.chunks_mut(CHUNK) {
+        let send = piece.to_vec();
+        mpi::request::scope(|scope| {
+            let req =
+                comm().immediate_all_reduce_into(scope, &send[..], piece, SystemOperation::sum());
+            wait(req, "all-reduce", Some(super::timeout()));
+        });
+    }
     Ok(())
 }
 
@@ -92,18 +97,32 @@ pub(super) fn all_reduce_sum_f64(values: &mut [f64]) -> Result<()> {
     all_reduce_sum(values)
 }
 
-pub(super) fn broadcast_bytes(bytes: &mut Vec<u8>) -> Result<()> {
+/// Rank 0's values on every rank (one generic body for bytes and f32).
+fn broadcast<T: Equivalence + Copy + Default>(
+    values: &mut Vec<T>,
+    deadline: Option<Duration>,
+) -> Result<()> {
     let c = comm();
     let root = c.process_at_rank(0);
-    let mut len = [bytes.len() as u64];
+    let mut len = [values.len() as u64];
     mpi::request::scope(|scope| {
         let req = root.immediate_broadcast_into(scope, &mut len[..]);
-        wait(req, "broadcast");
+        wait(req, "broadcast", deadline);
     });
-    bytes.resize(len[0] as usize, 0);
-    mpi::request::scope(|scope| {
-        let req = root.immediate_broadcast_into(scope, &mut bytes[..]);
-        wait(req, "broadcast");
-    });
+    values.resize(len[0] as usize, T::default());
+    for piece in values.chunks_mut(CHUNK) {
+        mpi::request::scope(|scope| {
+            let req = root.immediate_broadcast_into(scope, piece);
+            wait(req, "broadcast", deadline);
+        });
+    }
     Ok(())
+}
+
+pub(super) fn broadcast_bytes(bytes: &mut Vec<u8>, deadline: Option<Duration>) -> Result<()> {
+    broadcast(bytes, deadline)
+}
+
+pub(super) fn broadcast_f32(values: &mut Vec<f32>, deadline: Option<Duration>) -> Result<()> {
+    broadcast(values, deadline)
 }

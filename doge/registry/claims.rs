@@ -110,6 +110,11 @@ fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
     let rest = &stat[stat.rfind(')')? + 2..];
+    // A zombie (state Z) has exited; only its parent has not reaped it yet (e.g. a rank whose
+    // launcher ended first, left to an init that reaps late).
+    if rest.starts_with('Z') {
+        return None;
+    }
     rest.split(' ').nth(19)?.parse().ok()
 }
 

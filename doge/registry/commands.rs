@@ -192,6 +192,10 @@ fn show_one(reg: &Registry, id: &str) -> Result<String> {
     writeln!(o, "version     {}", r.version)?;
     writeln!(o, "host        {}", r.host.as_deref().unwrap_or("-"))?;
     writeln!(o, "device      {}", r.device.as_deref().unwrap_or("-"))?;
+    if let (Some(w), Some(b)) = (r.world_size, r.global_batch) {
+        let ranks = if w == 1 { "rank" } else { "ranks" };
+        writeln!(o, "parallel    {w} {ranks}, global batch {b} rows per step")?;
+    }
     writeln!(o, "lineage     {}", lineage(reg, r)?.join(" -> "))?;
     let layout = r.config["model"]["layout"]
         .as_str()

@@ -46,6 +46,8 @@ const RUN_COLS: &[&str] = &[
     "note",
     "archived",
     "stage_key",
+    "world_size",
+    "global_batch",
 ];
 const METRIC_COLS: &[&str] = &["run_id", "step", "name", "value", "time"];
 const EVAL_COLS: &[&str] = &[

@@ -241,6 +241,18 @@ CREATE TABLE tags (
 ALTER TABLE artifacts ADD COLUMN deleted_at DOUBLE PRECISION;
 "#,
     },
+    // v5: data parallelism: how many processes trained a stage, and the rows of one optimizer
+    // step over all of them (ranks x batch x grad-accum).
+    Migration {
+        sqlite: r#"
+ALTER TABLE runs ADD COLUMN world_size INTEGER;
+ALTER TABLE runs ADD COLUMN global_batch INTEGER;
+"#,
+        postgres: r#"
+ALTER TABLE runs ADD COLUMN world_size BIGINT;
+ALTER TABLE runs ADD COLUMN global_batch BIGINT;
+"#,
+    },
 ];
 
 /// The schema version this doge writes (`PRAGMA user_version`).
@@ -482,6 +494,15 @@ impl Registry {
         self.db.execute(
             "UPDATE runs SET total_steps = ?2 WHERE id = ?1",
             &sql_params![id, steps],
+        )?;
+        Ok(())
+    }
+
+    /// The processes training a stage and the rows of one optimizer step over all of them.
+    pub fn set_parallelism(&self, id: &str, world_size: u64, global_batch: u64) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET world_size = ?2, global_batch = ?3 WHERE id = ?1",
+            &sql_params![id, world_size, global_batch],
         )?;
         Ok(())
     }

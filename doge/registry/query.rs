@@ -37,6 +37,9 @@ pub struct RunView {
     pub message: Option<String>,
     /// The steps the stage plans (None: not recorded, or an eval stage).
     pub total_steps: Option<u64>,
+    /// Processes that trained the stage (data parallel), and the rows of one step over all.
+    pub world_size: Option<u64>,
+    pub global_batch: Option<u64>,
     /// How many metric rows the run has logged (key `metric_rows`).
     pub metric_rows: u64,
     /// Last value (highest step) of each metric.
@@ -82,6 +85,16 @@ impl RunView {
             "git_commit" => return text(&self.git_commit),
             "created" | "created_at" => return Value::Num(self.created_at),
             "metric_rows" => return Value::Num(self.metric_rows as f64),
+            "world_size" => {
+                return self
+                    .world_size
+                    .map_or(Value::Null, |n| Value::Num(n as f64))
+            }
+            "global_batch" => {
+                return self
+                    .global_batch
+                    .map_or(Value::Null, |n| Value::Num(n as f64))
+            }
             "tag" | "tags" => return Value::Set(self.tags.clone()),
             "note" => return text(&self.note),
             "archived" => return Value::Str(self.archived.to_string()),
@@ -172,7 +185,7 @@ pub fn flatten_config(config: &Json) -> BTreeMap<String, String> {
 const RUN_COLUMNS: &str =
     "id, experiment, sweep, parent_id, stage, status, config_json, created_at,
     started_at, ended_at, heartbeat_at, git_commit, git_dirty, version, host, device, message,
-    total_steps, note, archived, stage_key, config_hash";
+    total_steps, note, archived, stage_key, config_hash, world_size, global_batch";
 
 /// Loads runs (all, or those with the given ids, in that order) with their last metrics and evals,
 /// all from one snapshot of the database: a sweep writing meanwhile never shows a run with fewer
@@ -210,6 +223,8 @@ fn run_from(r: &Row, t: f64) -> Result<RunView> {
         archived: r.opt_i64(19).unwrap_or(0) != 0,
         stage_key: r.opt_text(20),
         config_hash: r.text(21)?,
+        world_size: r.opt_i64(22).map(|n| n as u64),
+        global_batch: r.opt_i64(23).map(|n| n as u64),
     })
 }
 

@@ -294,11 +294,14 @@ pub fn reference_logps(
         )?,
         key,
     };
-    std::fs::create_dir_all(cache_dir)
-        .with_context(|| format!("creating {}", cache_dir.display()))?;
-    crate::checkpoint::write_atomically(&path, |tmp| {
-        std::fs::write(tmp, serde_json::to_string(&r).expect("plain numbers"))
-    })?;
+    // Every rank of a data-parallel job computes them (as fast as waiting); rank 0 writes them.
+    if crate::dist::world().is_root() {
+        std::fs::create_dir_all(cache_dir)
+            .with_context(|| format!("creating {}", cache_dir.display()))?;
+        crate::checkpoint::write_atomically(&path, |tmp| {
+            std::fs::write(tmp, serde_json::to_string(&r).expect("plain numbers"))
+        })?;
+    }
     Ok((r, path))
 }
 

@@ -51,6 +51,17 @@ struct Launch<'a> {
 /// Runs the experiment file: every run of its sweep that no other worker holds, or only the one
 /// `opts.array_index` names.
 pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
+    let world = crate::dist::init()?;
+    let result = run_file_in(path, opts, world);
+    // Leaving the MPI job cleanly is what tells the launcher this rank succeeded; a rank that
+    // fails exits without it, and the launcher then ends the other ranks.
+    if result.is_ok() {
+        crate::dist::finalize();
+    }
+    result
+}
+
+fn run_file_in(path: &Path, opts: &RunOptions, world: crate::dist::World) -> Result<()> {
     let (top, runs) = experiment::plan_to_run(path, &opts.sets).map_err(|e| {
         eprint!("{e}");
         anyhow!(
@@ -76,6 +87,16 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
         Some(i) => vec![i],
         None => (0..runs.len()).collect(),
     };
+    if world.size > 1 && opts.workers > 1 {
+        bail!(
+            "--workers {} inside a job of {} ranks: a data-parallel job trains one run at a time over all its ranks; drop --workers (or launch one process per run)",
+            opts.workers,
+            world.size
+        );
+    }
+    if !world.is_root() {
+        return follow_root(&runs, opts);
+    }
     let location = first.experiment.database();
     // Created (and migrated) once here, before the workers race to open it.
     drop(Registry::connect(&location)?);
@@ -156,8 +177,28 @@ pub fn run_file(path: &Path, opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// A rank other than 0: trains the runs rank 0 claims, in step with it, until it says none is left.
+fn follow_root(runs: &[Run], opts: &RunOptions) -> Result<()> {
+    let stop = stop_flag();
+    loop {
+        let next: Option<usize> = crate::dist::from_root(None, crate::dist::Wait::ForRoot)?;
+        let Some(i) = next else { return Ok(()) };
+        super::runner::follow_one(&runs[i].experiment, opts, &stop)?;
+    }
+}
+
+/// Rank 0's choice of the next run, on every rank of a data-parallel job.
+fn tell_next(next: Option<usize>) -> Result<Option<usize>> {
+    if crate::dist::world().size == 1 {
+        return Ok(next);
+    }
+    crate::dist::from_root(Some(&next), crate::dist::Wait::ForRoot)
+}
+
 /// One worker: claims the next free run, trains it, and again, until none is left.
 fn work(launch: &Launch, mut opts: RunOptions, stale_after: f64) {
+    // A job of several ranks trains in step: a failed run ends it (the launcher ends the others).
+    let parallel = crate::dist::world().size > 1;
     let multi = opts.workers > 1;
     let mut registry = match Registry::connect(&launch.location) {
         Ok(r) => r,
@@ -168,7 +209,7 @@ fn work(launch: &Launch, mut opts: RunOptions, stale_after: f64) {
         }
     };
     while !launch.stop.load(Ordering::SeqCst) {
-        let next = match next_run(launch, &registry, stale_after) {
+        let next = match next_run(launch, &registry, stale_after).and_then(tell_next) {
             Ok(n) => n,
             Err(e) => {
                 let mut t = launch.tally.lock().unwrap();
@@ -219,6 +260,9 @@ fn work(launch: &Launch, mut opts: RunOptions, stale_after: f64) {
                     set(&registry, ClaimStatus::Failed, Some(&text));
                     opts.say(&format!("run {name} failed: {text}"));
                     tally.failed.push((name, text));
+                    if parallel {
+                        return;
+                    }
                 }
             },
         }

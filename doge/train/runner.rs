@@ -71,7 +71,8 @@ pub struct Interrupted {
     pub dir: PathBuf,
 }
 
-/// Raised on Ctrl-C; the loop saves and stops at the next step boundary. A second Ctrl-C exits.
+/// Raised on Ctrl-C or SIGTERM (SLURM's preemption, a launcher ending the job); the loop saves
+/// and stops at the next step boundary. A second signal exits.
 pub(crate) fn stop_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
@@ -82,13 +83,66 @@ pub(crate) fn stop_flag() -> Arc<AtomicBool> {
                 eprintln!("\nsecond Ctrl-C: exiting without saving");
                 std::process::exit(130);
             }
+            if let Some(mark) = ON_SIGNAL.lock().unwrap().take() {
+                mark();
+            }
             eprintln!(
-                "\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)"
+                "\nstopping (Ctrl-C or SIGTERM): saving a checkpoint at the end of this step (Ctrl-C again to abort)"
             );
         });
         flag
     })
     .clone()
+}
+
+type SignalHook = Box<dyn FnOnce() + Send>;
+
+/// Run at the first signal. In a job of several ranks a signal usually means the launcher is
+/// ending it (a rank died: SIGTERM, then SIGKILL a moment later, before the step could end), so
+/// rank 0 marks its run interrupted at once over a connection of its own.
+static ON_SIGNAL: std::sync::Mutex<Option<SignalHook>> = std::sync::Mutex::new(None);
+
+fn mark_interrupted_on_signal(registry: &Registry, run_id: &str) {
+    if crate::dist::world().size == 1 {
+        return;
+    }
+    let (location, run_id) = (registry.location().clone(), run_id.to_string());
+    *ON_SIGNAL.lock().unwrap() = Some(Box::new(move || {
+        let marked = Registry::connect(&location).and_then(|r| {
+            r.finish_run(
+                &run_id,
+                RunStatus::Interrupted,
+                Some("signal: the job was stopped (a rank died, or the launcher or scheduler ended it); run it again to resume from the newest checkpoint"),
+            )
+        });
+        if let Err(e) = marked {
+            eprintln!("warning: marking run {run_id} interrupted: {e:#}");
+        }
+    }));
+}
+
+fn clear_signal_hook() {
+    ON_SIGNAL.lock().unwrap().take();
+}
+
+/// What rank 0 decided for a stage, sent to the other ranks of a data-parallel job (which read
+/// no `done.json` and no registry).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum Turn {
+    /// Done before (or reused): nothing to do.
+    Skip,
+    /// Train it, every rank together.
+    Train,
+    /// Rank 0 alone (an eval stage).
+    RootOnly,
+}
+
+/// Rank 0 tells the other ranks what this stage is (nothing in one process).
+fn tell(turn: Turn) -> Result<()> {
+    if crate::dist::world().size > 1 {
+        crate::dist::from_root(Some(&turn), crate::dist::Wait::ForRoot)?;
+    }
+    Ok(())
 }
 
 /// Refuses, before any compute, what this version cannot run.
@@ -103,10 +157,16 @@ pub(crate) fn check_runnable(exp: &Experiment) -> Result<()> {
 }
 
 fn pick_device(name: &str) -> Result<Device> {
-    match name {
-        "auto" if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)?),
-        "auto" => Ok(Device::Cpu),
-        other => crate::cli::io::parse_device(other),
+    let dev = match name {
+        "auto" if candle_core::utils::cuda_is_available() => Device::new_cuda(0)?,
+        "auto" => Device::Cpu,
+        other => crate::cli::io::parse_device(other)?,
+    };
+    // The ranks of a data-parallel job on one machine drive one GPU each, by local rank.
+    let w = crate::dist::world();
+    match dev {
+        Device::Cuda(_) if w.size > 1 && !name.contains(':') => Ok(Device::new_cuda(w.local_rank)?),
+        d => Ok(d),
     }
 }
 
@@ -147,10 +207,17 @@ pub(crate) fn run_one(
         let stage_dir = run_dir.join(stage.id());
         let run_id = format!("{id}-{}", stage.id());
         if let Some((done, owner)) = read_stage_done(&stage_dir) {
+            tell(Turn::Skip)?;
             previous = Some((done, owner.unwrap_or(run_id)));
             continue;
         }
-        let stage_key = experiment::stage_key(exp, index);
+        let mut stage_key = experiment::stage_key(exp, index);
+        // Ranks change the global batch (the result): a data-parallel stage is reused only by a
+        // job of as many ranks.
+        let ranks = crate::dist::world().size;
+        if ranks > 1 {
+            stage_key = format!("{stage_key}-w{ranks}");
+        }
         // The same stage (settings, data, init and every stage before it) done by another
         // experiment, e.g. the instruct quick start's pre-training: its result is this one's.
         if let Some((owner, final_dir)) = registry.find_done_stage(&stage_key, &run_id)? {
@@ -159,6 +226,7 @@ pub(crate) fn run_one(
                 stage_dir.join("done.json"),
                 json!({"final": final_dir, "reused": owner}).to_string(),
             )?;
+            tell(Turn::Skip)?;
             opts.say(&format!(
                 "stage {}: reused run {owner} (the same stage, done before): {}",
                 stage.id(),
@@ -179,6 +247,11 @@ pub(crate) fn run_one(
             device: device_label(&dev),
             stage_key: Some(stage_key),
         })?;
+        tell(match stage.kind {
+            StageKind::Eval => Turn::RootOnly,
+            _ => Turn::Train,
+        })?;
+        mark_interrupted_on_signal(registry, &run_id);
         let result = run_stage(
             exp,
             stage,
@@ -191,6 +264,7 @@ pub(crate) fn run_one(
             opts,
             stop,
         );
+        clear_signal_hook();
         match result {
             Ok(StageOutcome::Done(final_dir)) => {
                 copy_tokenizer(exp, &final_dir);
@@ -227,6 +301,46 @@ pub(crate) fn run_one(
         run_dir.join("done.json"),
         json!({"final": previous.map(|p| p.0)}).to_string(),
     )?;
+    Ok(())
+}
+
+/// A rank other than 0 of a data-parallel job: trains the stages rank 0 says to, with rank 0's
+/// starting weights, and writes nothing (no files, no registry).
+pub(crate) fn follow_one(exp: &Experiment, opts: &RunOptions, stop: &AtomicBool) -> Result<()> {
+    let cfg = model_config(exp)?;
+    let dev = pick_device(opts.device.as_deref().unwrap_or(&exp.device))?;
+    let run_dir = experiment::registry::run_dir(exp);
+    for stage in &exp.stages {
+        let turn: Turn = crate::dist::from_root(None, crate::dist::Wait::ForRoot)?;
+        if !matches!(turn, Turn::Train) {
+            continue;
+        }
+        // Rank 0's weights replace these: only the shapes count.
+        let mut start = Checkpoint::init(&cfg, exp.seed, DType::F32, &dev)?;
+        share_start(&mut start)?;
+        let stage_dir = run_dir.join(stage.id());
+        match train_stage(
+            exp, stage, &cfg, start, &stage_dir, "", None, &dev, opts, stop,
+        )? {
+            StageOutcome::Done(_) => {}
+            StageOutcome::Interrupted(dir) => {
+                return Err(Interrupted { step: 0, dir }.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rank 0's starting weights on every rank.
+fn share_start(start: &mut Checkpoint) -> Result<()> {
+    if crate::dist::world().size == 1 {
+        return Ok(());
+    }
+    let tensors: Vec<_> = start.tensors.values().cloned().collect();
+    let shared = crate::dist::tensors::broadcast_tensors(&tensors)?;
+    for (slot, t) in start.tensors.values_mut().zip(shared) {
+        *slot = t;
+    }
     Ok(())
 }
 
@@ -283,12 +397,43 @@ fn run_stage(
         )?;
         return Ok(StageOutcome::Done(dir));
     }
-    let (start, init_dir) = initial_weights(exp, stage, cfg, previous, dev)?;
+    let (mut start, init_dir) = initial_weights(exp, stage, cfg, previous, dev)?;
+    share_start(&mut start)?;
     // Lineage: the checkpoint this stage starts from (the previous stage's final one, or `init`),
     // recorded once, when the stage starts rather than resumes.
     if let Some(dir) = init_dir.filter(|_| super::state::list(stage_dir).is_empty()) {
         registry.add_artifact(run_id, "init", &dir, None)?;
     }
+    train_stage(
+        exp,
+        stage,
+        cfg,
+        start,
+        stage_dir,
+        run_id,
+        Some(registry),
+        dev,
+        opts,
+        stop,
+    )
+}
+
+/// A training stage (pretrain, SFT or DPO) from `start`: on rank 0 reporting to the registry,
+/// on the other ranks of a data-parallel job (`registry` None) silently.
+#[allow(clippy::too_many_arguments)]
+fn train_stage(
+    exp: &Experiment,
+    stage: &Stage,
+    cfg: &DogeConfig,
+    start: Checkpoint,
+    stage_dir: &Path,
+    run_id: &str,
+    registry: Option<&mut Registry>,
+    dev: &Device,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> Result<StageOutcome> {
+    let world = crate::dist::world();
     if stage.kind == StageKind::Dpo {
         return run_dpo_stage(
             exp, stage, cfg, start, stage_dir, run_id, registry, dev, opts, stop,
@@ -300,18 +445,25 @@ fn run_stage(
         rows.num_train_rows(),
         rows.row_len().saturating_sub(1),
         format!("{run_id}:{}", rows.row_len()),
+        world.size,
     )?;
-    opts.say(&format!(
-        "stage {}: {} steps x {} rows of {} tokens ({} train rows, {} test rows)",
-        stage.id(),
-        settings.total_steps,
-        settings.batch_size * settings.grad_accum,
-        rows.row_len(),
-        rows.num_train_rows(),
-        rows.num_test_rows()
-    ));
-    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts)?
-        .with_utilisation(utilisation(exp, cfg, rows.row_len(), dev, opts));
+    let mut observer = match registry {
+        Some(registry) => {
+            opts.say(&format!(
+                "stage {}: {} steps x {} rows of {} tokens ({} train rows, {} test rows)",
+                stage.id(),
+                settings.total_steps,
+                global_batch(&settings, world.size),
+                rows.row_len(),
+                rows.num_train_rows(),
+                rows.num_test_rows()
+            ));
+            stage_observer(registry, run_id, &settings, opts)?
+                .with_utilisation(utilisation(exp, cfg, rows.row_len(), dev, opts))
+                .boxed()
+        }
+        None => Box::new(Silent) as Box<dyn StageObserver>,
+    };
     let _autocast = crate::model::autocast::enable(exp.precision.matmul_dtype());
     if stage.kind == StageKind::Sft {
         return super::sft::train(
@@ -319,7 +471,7 @@ fn run_stage(
             rows.as_ref(),
             &settings,
             stage_dir,
-            &mut observer,
+            observer.as_mut(),
             stop,
         );
     }
@@ -328,9 +480,51 @@ fn run_stage(
         rows.as_ref(),
         &settings,
         stage_dir,
-        &mut observer,
+        observer.as_mut(),
         stop,
     )
+}
+
+/// `4 = 2 ranks x 2 x 1` style: the rows of one optimizer step over every rank.
+fn global_batch(s: &StageSettings, world_size: usize) -> String {
+    let rows = world_size * s.batch_size * s.grad_accum;
+    if world_size == 1 {
+        return rows.to_string();
+    }
+    format!(
+        "{rows} (= {world_size} ranks x batch {} x grad-accum {})",
+        s.batch_size, s.grad_accum
+    )
+}
+
+/// Rank 0's observer: the registry (which also records the world size and global batch) and the
+/// progress bar.
+fn stage_observer<'a>(
+    registry: &'a mut Registry,
+    run_id: &str,
+    s: &StageSettings,
+    opts: &RunOptions,
+) -> Result<RegistryObserver<'a>> {
+    let world = crate::dist::world().size;
+    registry.set_parallelism(
+        run_id,
+        world as u64,
+        (world * s.batch_size * s.grad_accum) as u64,
+    )?;
+    RegistryObserver::new(registry, run_id, s.total_steps, opts)
+}
+
+/// The other ranks' observer: they report nothing (rank 0 reports the job's numbers).
+struct Silent;
+
+impl StageObserver for Silent {
+    fn metrics(&mut self, _: u64, _: &[(&str, f64)]) -> Result<()> {
+        Ok(())
+    }
+    fn checkpoint(&mut self, _: &Path, _: u64) -> Result<()> {
+        Ok(())
+    }
+    fn println(&mut self, _: &str) {}
 }
 
 /// A DPO stage: preference pairs, the starting weights as the frozen reference, `data.seq-len`
@@ -343,11 +537,12 @@ fn run_dpo_stage(
     start: Checkpoint,
     stage_dir: &Path,
     run_id: &str,
-    registry: &mut Registry,
+    registry: Option<&mut Registry>,
     dev: &Device,
     opts: &RunOptions,
     stop: &AtomicBool,
 ) -> Result<StageOutcome> {
+    let world = crate::dist::world();
     let pairs = super::data_bridge::stage_dataset(exp, stage)?;
     let max_len = pairs.seq_len();
     let beta = stage.beta.unwrap_or(0.1);
@@ -356,17 +551,24 @@ fn run_dpo_stage(
         pairs.num_train_rows(),
         2 * max_len,
         format!("{run_id}:dpo:{max_len}:{beta}"),
+        world.size,
     )?;
-    opts.say(&format!(
-        "stage {}: {} steps x {} pairs of at most {max_len} tokens ({} train pairs, {} test pairs), beta {beta}",
-        stage.id(),
-        settings.total_steps,
-        settings.batch_size * settings.grad_accum,
-        pairs.num_train_rows(),
-        pairs.num_test_rows()
-    ));
-    let mut observer = RegistryObserver::new(registry, run_id, settings.total_steps, opts)?
-        .with_utilisation(utilisation(exp, cfg, max_len, dev, opts));
+    let mut observer = match registry {
+        Some(registry) => {
+            opts.say(&format!(
+                "stage {}: {} steps x {} pairs of at most {max_len} tokens ({} train pairs, {} test pairs), beta {beta}",
+                stage.id(),
+                settings.total_steps,
+                global_batch(&settings, world.size),
+                pairs.num_train_rows(),
+                pairs.num_test_rows()
+            ));
+            stage_observer(registry, run_id, &settings, opts)?
+                .with_utilisation(utilisation(exp, cfg, max_len, dev, opts))
+                .boxed()
+        }
+        None => Box::new(Silent) as Box<dyn StageObserver>,
+    };
     let _autocast = crate::model::autocast::enable(exp.precision.matmul_dtype());
     super::dpo::train(
         start,
@@ -375,7 +577,7 @@ fn run_dpo_stage(
         max_len,
         &settings,
         stage_dir,
-        &mut observer,
+        observer.as_mut(),
         stop,
     )
 }
@@ -475,8 +677,10 @@ fn stage_settings(
     num_train: usize,
     tokens_per_example: usize,
     config_hash: String,
+    world_size: usize,
 ) -> Result<StageSettings> {
-    let rows_per_step = (stage.batch_size * stage.grad_accum) as u64;
+    // `batch-size` is each rank's; max-tokens and epochs count the rows of all ranks.
+    let rows_per_step = (world_size * stage.batch_size * stage.grad_accum) as u64;
     let tokens_per_step = (rows_per_step * tokens_per_example as u64).max(1);
     let total_steps = match (stage.max_steps, stage.max_tokens, stage.epochs) {
         (Some(s), _, _) => s,
@@ -563,9 +767,10 @@ fn utilisation(
         Some(t) => t * 1e12,
         None => mfu::peak_flops(&mfu::device_name(dev)?, matmul)?,
     };
+    // tokens/s is the job's (all ranks): so is the peak.
     Some(Utilisation {
         flops_per_token: train_flops_per_token(cfg, row_len),
-        peak_flops: peak,
+        peak_flops: peak * crate::dist::world().size as f64,
     })
 }
 
@@ -604,6 +809,10 @@ impl<'a> RegistryObserver<'a> {
         self.utilisation = utilisation;
         self
     }
+
+    fn boxed(self) -> Box<dyn StageObserver + 'a> {
+        Box::new(self)
+    }
 }
 
 impl StageObserver for RegistryObserver<'_> {
@@ -634,7 +843,12 @@ impl StageObserver for RegistryObserver<'_> {
         }
         Ok(())
     }
-    fn resumed(&mut self, step: u64) -> Result<()> {
+    fn resumed(&mut self, step: u64, total_steps: u64) -> Result<()> {
+        if total_steps != self.total {
+            self.total = total_steps;
+            self.bar.set_length(total_steps);
+            self.registry.set_total_steps(&self.run_id, total_steps)?;
+        }
         // Steps after the checkpoint are redone: their earlier metrics would be duplicates.
         self.registry.truncate_metrics_after(&self.run_id, step)
     }

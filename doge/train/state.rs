@@ -31,6 +31,11 @@ pub struct TrainerState {
     pub consecutive_bad_steps: u32,
     /// Hash of the stage's resolved settings: resuming under other settings is refused.
     pub config_hash: String,
+    /// Rows one step reads over all ranks (ranks x batch x grad-accum). A resume under another
+    /// world size re-plans the rows left in steps of the new global batch. Absent in checkpoints
+    /// written before data parallelism (one process: batch x grad-accum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_step: Option<u64>,
 }
 
 pub fn checkpoint_dir(stage_dir: &Path, step: u64) -> PathBuf {

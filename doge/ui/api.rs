@@ -161,6 +161,8 @@ fn summary(r: &RunView, columns: &[String]) -> Json {
         "status": r.status,
         "step": r.last_metrics.values().map(|m| m.0).max(),
         "total_steps": r.total_steps,
+        "world_size": r.world_size,
+        "global_batch": r.global_batch,
         "metric_rows": r.metric_rows,
         "created_at": r.created_at,
         "created": local_time(r.created_at),
