@@ -225,10 +225,11 @@ pub fn check() -> Result<String> {
         );
     }
     Ok(format!(
-        "rank {}/{} (local rank {}, mpi {}): all-reduce sum ok ({want} x i), broadcast: {text}",
+        "rank {}/{} (local rank {}, mpi {}, threads {}): all-reduce sum ok ({want} x i), broadcast: {text}",
         w.rank,
         w.size,
         w.local_rank,
-        if HAS_MPI { "built in" } else { "not built" }
+        if HAS_MPI { "built in" } else { "not built" },
+        rayon::current_num_threads()
     ))
 }

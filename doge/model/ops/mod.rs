@@ -318,6 +318,24 @@ pub fn rows_per_task(n_rows: usize, row_len: usize) -> usize {
     n_rows.div_ceil(threads * 4).max(1)
 }
 
+/// Threads for this process when `RAYON_NUM_THREADS` is unset: candle's count (the physical
+/// cores), but no more than the CPUs this process may run on (an MPI launcher or `taskset` binds
+/// it to some) and, when an MPI launcher put several ranks on this machine, no more than their
+/// share of the cores, so unbound ranks do not each take every core.
+fn default_threads() -> usize {
+    let physical = candle_core::utils::get_num_threads().max(1);
+    let allowed = std::thread::available_parallelism().map_or(physical, |n| n.get());
+    let ranks_here = [
+        "OMPI_COMM_WORLD_LOCAL_SIZE", // Open MPI
+        "MPI_LOCALNRANKS",            // MPICH's hydra
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok())
+    .unwrap_or(1)
+    .max(1);
+    physical.min(allowed).min((physical / ranks_here).max(1))
+}
+
 /// candle's element-wise thread pool spins 25,000 times before parking a worker after every op; on
 /// a machine with few cores, or one shared with other work, that spinning takes the core from the
 /// matrix-product threads (measured here on 2 loaded cores: a training step 1.7-2x slower). Lower it
@@ -332,8 +350,7 @@ pub fn configure_cpu_threads() {
     // every matrix product: perf showed 15% of a generation run in the kernel formatting
     // /proc/cpuinfo. Count once and pin the answer (rayon reads the same variable).
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = candle_core::utils::get_num_threads();
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", default_threads().to_string());
     }
     if std::env::var("DOGE_CACHING_ALLOC").as_deref() == Ok("0") {
         crate::runtime::alloc::set_enabled(false);
