@@ -7,10 +7,10 @@
 # - nvcc, the CUDA headers and NVRTC come from NVIDIA's PyPI wheels (pinned to CUDA 13.0, so the PTX
 #   that candle's kernels are compiled to loads on any CUDA 13 driver), in a venv under
 #   $DOGE_CUDA_VENV (default ~/.cache/doge/cuda13). Only the first call downloads (about 150 MB).
-# - candle links cudarc with `dynamic-linking`, so the binary needs libcuda, libcublas, libcublasLt
-#   and libcurand at link time. Those come with the NVIDIA driver and PyTorch on a GPU machine, not
-#   here, so we link against *stubs*: shared objects with the real sonames that define every symbol
-#   cudarc declares and return an error code. At run time the loader picks the real libraries
+# - candle links cudarc with `dynamic-linking`, so the binary needs libcuda, libcublas, libcublasLt,
+#   libcurand and libnccl (doge/dist/nccl.rs) at link time. Those come with the NVIDIA driver and
+#   PyTorch on a GPU machine, not here, so we link against *stubs*: shared objects with the real
+#   sonames that define every symbol cudarc declares and return an error code. At run time the loader picks the real libraries
 #   (libcuda.so.1 from the driver; the rest from PyTorch's nvidia-* wheels, see bench/gpu-check.sh).
 #   The stubs are never on LD_LIBRARY_PATH of a real run; only `doge cuda kernels` (NVRTC, which
 #   is real) loads them, to compile doge's kernels in CI.
@@ -80,11 +80,12 @@ make_stub driver cu libcuda.so libcuda.so.1
 make_stub cublas cublas libcublas.so libcublas.so.13
 make_stub cublaslt cublasLt libcublasLt.so libcublasLt.so.13
 make_stub curand curand libcurand.so libcurand.so.10
+make_stub nccl nccl libnccl.so libnccl.so.2
 # Run-time names of the stubs, only for `doge cuda kernels` (NVRTC) on a machine without a GPU:
 # LD_LIBRARY_PATH="$NV/lib/stubs-run:$NV/lib" doge cuda kernels
 mkdir -p "$NV/lib/stubs-run"
 for pair in libcuda.so:libcuda.so.1 libcublas.so:libcublas.so.13 libcublasLt.so:libcublasLt.so.13 \
-    libcurand.so:libcurand.so.10; do
+    libcurand.so:libcurand.so.10 libnccl.so:libnccl.so.2; do
     ln -sf "../stubs/${pair%%:*}" "$NV/lib/stubs-run/${pair##*:}"
 done
 

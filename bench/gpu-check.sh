@@ -33,7 +33,7 @@ part() { # part NAME SECONDS COMMAND...: runs one part, logs it, counts a failur
     return $rc
 }
 
-# --- The binary and the CUDA libraries it links (cuBLAS, cuRAND, NVRTC from PyTorch's wheels).
+# --- The binary and the CUDA libraries it links (cuBLAS, cuRAND, NVRTC, NCCL from PyTorch's wheels).
 DOGE="${DOGE_BIN:-dist/doge}"
 if [ ! -x "$DOGE" ] && [ -e dist/doge-cuda.gz ]; then
     gunzip -c dist/doge-cuda.gz >dist/doge && chmod +x dist/doge
@@ -69,6 +69,17 @@ note "## Parts"
 
 # --- 1. Every fused kernel against the composed candle ops (forward and gradient).
 part selftest 120 "$DOGE" cuda selftest --device cuda:0
+
+# --- 1b. NCCL (issue 17) at world 1: the all-reduce against its closed form on the GPU, then two
+# Doge-tiny steps with the gradients through NCCL (DOGE_DIST_NCCL=1) against the same two without.
+part nccl-check 60 "$DOGE" dist check --device cuda:0
+for mode in plain on; do
+    part "train-nccl-$mode" 120 env DOGE_DIST_NCCL="$([ $mode = on ] && echo 1 || echo 0)" \
+        "$DOGE" exp run experiments/doge-tiny.kdl --device cuda:0 --quiet \
+        --set "stage.pretrain.max-steps=2" --set "stage.pretrain.log-every=1" \
+        --set "stage.pretrain.eval-every=0" --set "registry=$OUT/registry-nccl-$mode"
+done
+part compare-nccl 30 "$PY" bench/gpu_compare.py nccl "$OUT"
 
 # --- 2. Reference models: CUDA f32 scores and greedy tokens vs CPU and vs transformers.
 for m in dense moe; do

@@ -76,6 +76,22 @@ def curves(out):
     return ok
 
 
+def nccl(out):
+    """Two steps with the gradients through NCCL (world 1, DOGE_DIST_NCCL=1) against the same
+    two steps without: the all-reduce of one rank is the identity, so the losses must agree to
+    the run-to-run noise of the GPU (1e-5 relative)."""
+    plain = curve(out / "registry-nccl-plain" / "doge.sqlite")
+    through = curve(out / "registry-nccl-on" / "doge.sqlite")
+    common = sorted(k for k in plain if k in through and k[0] == "loss")
+    if len(common) < 2:
+        print(f"nccl: {len(common)} common loss points, expected 2")
+        return False
+    worst = max(abs(through[k] - plain[k]) / abs(plain[k]) for k in common)
+    print(f"nccl vs plain, {len(common)} steps: losses {[plain[k] for k in common]} vs "
+          f"{[through[k] for k in common]}, max relative difference {worst:.2e} (tolerance 1e-5)")
+    return worst <= 1e-5
+
+
 if __name__ == "__main__":
     what, out = sys.argv[1], Path(sys.argv[2])
-    sys.exit(0 if {"scores": scores, "curves": curves}[what](out) else 1)
+    sys.exit(0 if {"scores": scores, "curves": curves, "nccl": nccl}[what](out) else 1)

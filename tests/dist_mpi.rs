@@ -59,7 +59,11 @@ fn unbound_ranks_share_the_cores() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cores = std::thread::available_parallelism().unwrap().get();
     let threads: Vec<usize> = stdout
         .lines()
@@ -67,6 +71,9 @@ fn unbound_ranks_share_the_cores() {
         .collect();
     assert_eq!(threads.len(), 2, "{stdout}");
     for t in threads {
-        assert!(t >= 1 && t <= (cores / 2).max(1), "{t} threads on {cores} cores: {stdout}");
+        assert!(
+            t >= 1 && t <= (cores / 2).max(1),
+            "{t} threads on {cores} cores: {stdout}"
+        );
     }
 }

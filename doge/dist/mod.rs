@@ -9,6 +9,8 @@
 
 #[cfg(feature = "mpi")]
 mod mpi_backend;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod tensors;
 
 use std::sync::OnceLock;

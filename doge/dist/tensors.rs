@@ -1,6 +1,7 @@
 //! Candle tensors over the collectives: rank 0's weights to every rank, and the mean of every
-//! rank's gradients. At world 1 both are the identity. Values travel as f32 through host memory
-//! (MPI); CUDA tensors are copied to the host and back.
+//! rank's gradients. At world 1 both are the identity. Gradients on CUDA devices are summed by
+//! NCCL (feature `cuda`, [`super::nccl`]); everything else travels as f32 through host memory
+//! (MPI), CUDA weights included (once, at the start).
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
@@ -51,6 +52,12 @@ pub fn broadcast_tensors(tensors: &[Tensor]) -> Result<Vec<Tensor>> {
 /// no gradient on any rank, as it would in one process.
 pub fn all_reduce_mean(grads: &mut [Option<Tensor>], like: &[&Tensor]) -> Result<()> {
     let w = world();
+    #[cfg(feature = "cuda")]
+    if like.first().is_some_and(|t| t.device().is_cuda())
+        && (w.size > 1 || super::nccl::forced_at_world_1())
+    {
+        return all_reduce_mean_nccl(grads, like, w.size);
+    }
     if w.size == 1 {
         return Ok(());
     }
@@ -74,6 +81,43 @@ pub fn all_reduce_mean(grads: &mut [Option<Tensor>], like: &[&Tensor]) -> Result
             let mean: Vec<f32> = bucket[at..at + n].iter().map(|x| x * scale).collect();
             let dtype = g.as_ref().map(|g| g.dtype()).unwrap_or(l.dtype());
             *g = Some(Tensor::from_vec(mean, l.dims(), l.device())?.to_dtype(dtype)?);
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+/// [`all_reduce_mean`] on the GPU: presence counts over MPI, then every slot's values in one
+/// float32 bucket through NCCL, scaled by 1/world as the host path does.
+#[cfg(feature = "cuda")]
+fn all_reduce_mean_nccl(
+    grads: &mut [Option<Tensor>],
+    like: &[&Tensor],
+    world_size: usize,
+) -> Result<()> {
+    let mut present: Vec<f32> = grads
+        .iter()
+        .map(|g| if g.is_some() { 1.0 } else { 0.0 })
+        .collect();
+    super::all_reduce_sum_f32(&mut present)?;
+    let flat: Vec<Tensor> = grads
+        .iter()
+        .zip(like)
+        .map(|(g, l)| match g {
+            Some(g) => Ok(g.flatten_all()?.to_dtype(DType::F32)?),
+            None => Ok(Tensor::zeros(l.elem_count(), DType::F32, l.device())?),
+        })
+        .collect::<Result<_>>()?;
+    let bucket = Tensor::cat(&flat, 0)?;
+    drop(flat);
+    let sum = super::nccl::all_reduce_sum(&bucket)?;
+    let mean = sum.affine(1.0 / world_size as f64, 0.0)?;
+    let mut at = 0;
+    for (k, (g, l)) in grads.iter_mut().zip(like).enumerate() {
+        let n = l.elem_count();
+        if present[k] > 0.0 {
+            let dtype = g.as_ref().map(|g| g.dtype()).unwrap_or(l.dtype());
+            *g = Some(mean.narrow(0, at, n)?.reshape(l.dims())?.to_dtype(dtype)?);
         }
         at += n;
     }
