@@ -4,45 +4,21 @@
 //! pipeline (rows -> prompt -> context/continuation split -> tokens -> scores -> predictions) on the
 //! fixture rows, TriviaQA's greedy generation, and results that do not depend on the batch size.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use candle_core::{DType, Device};
 use serde_json::Value;
 
-use doge::checkpoint::Checkpoint;
-use doge::data::tokenizer::DogeTokenizer;
 use doge::eval::encoding::encode_pair;
 use doge::eval::scoring::{loglikelihoods, Request, ScoreOptions};
 use doge::eval::{parse_tasks, EvalOptions, Evaluator, TaskResult};
-use doge::model::DogeForCausalLM;
 
 const TOL: f64 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use crate::reference_support::{fixtures, tiny_eval_model as model, tokenizer_256 as tokenizer};
 
 fn reference() -> Value {
     let text = std::fs::read_to_string(fixtures().join("eval/loglik_reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-/// The tiny reference model with its dynamic-mask window opened to the whole context, as the
-/// generator loads it in transformers: repeated tokens tie exactly in layer 0, and transformers'
-/// top-k breaks such ties its own way (the window is tested in tests/model_reference.rs).
-fn model() -> DogeForCausalLM {
-    let mut ckpt = Checkpoint::load(
-        &fixtures().join("doge-tiny/dense"),
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
-    ckpt.config.keep_window_size = ckpt.config.max_position_embeddings;
-    ckpt.model().unwrap()
-}
-
-fn tokenizer() -> DogeTokenizer {
-    DogeTokenizer::load(&fixtures().join("eval/tokenizer-256")).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -105,26 +81,38 @@ fn per_choice_logliks_equal_transformers() {
     assert!(cases.iter().any(|c| !c.2));
     let requests: Vec<Request> = cases.iter().map(|c| c.0.clone()).collect();
     let model = model();
-    let opts = ScoreOptions {
-        batch_size: 8,
-        max_len: 128,
-    };
-    let got = loglikelihoods(&model, &requests, opts, None).unwrap();
-    let mut worst = 0.0f64;
-    for ((req, want, greedy), g) in cases.iter().zip(&got) {
-        let diff = (g.logprob - want).abs();
-        worst = worst.max(diff);
-        assert!(
-            diff < TOL,
-            "{req:?}: doge {} vs transformers {want}",
-            g.logprob
+    // One full sequence per request, and the choices of one context scored from one pass over
+    // it (its KV cache extended by each continuation): both against transformers.
+    for share_contexts in [false, true] {
+        let opts = ScoreOptions {
+            batch_size: 8,
+            max_len: 128,
+            share_contexts,
+        };
+        let got = loglikelihoods(&model, &requests, opts, None).unwrap();
+        let mut worst = 0.0f64;
+        for ((req, want, greedy), g) in cases.iter().zip(&got) {
+            let diff = (g.logprob - want).abs();
+            worst = worst.max(diff);
+            assert!(
+                diff < TOL,
+                "{req:?} (shared contexts {share_contexts}): doge {} vs transformers {want}",
+                g.logprob
+            );
+            assert_eq!(g.is_greedy, *greedy, "{req:?}");
+            assert_eq!(g.tokens, req.continuation.len());
+        }
+        eprintln!(
+            "{} requests, shared contexts {share_contexts}: max |doge - transformers| = {worst:.2e}",
+            cases.len()
         );
-        assert_eq!(g.is_greedy, *greedy, "{req:?}");
-        assert_eq!(g.tokens, req.continuation.len());
     }
-    eprintln!(
-        "{} requests, max |doge - transformers| = {worst:.2e}",
-        cases.len()
+    let mut contexts: Vec<&[u32]> = requests.iter().map(|r| r.context.as_slice()).collect();
+    contexts.sort();
+    contexts.dedup();
+    assert!(
+        contexts.len() < requests.len(),
+        "some requests share a context"
     );
 }
 

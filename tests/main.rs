@@ -25,6 +25,7 @@ mod dist_train;
 mod eval_cli;
 mod eval_prompts;
 mod eval_reference;
+mod eval_taskfiles;
 mod experiment_errors;
 mod experiment_presets;
 mod experiment_resolve;

@@ -31,3 +31,28 @@ pub fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The test fixtures folder.
+pub fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The tiny dense reference model with its dynamic-mask window opened to the whole context, as
+/// the eval fixture generators load it in transformers: repeated tokens tie exactly in layer 0,
+/// and transformers' top-k breaks such ties its own way (the window is tested in
+/// tests/model_reference.rs).
+pub fn tiny_eval_model() -> doge::model::DogeForCausalLM {
+    let mut ckpt = doge::checkpoint::Checkpoint::load(
+        &fixtures().join("doge-tiny/dense"),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    ckpt.config.keep_window_size = ckpt.config.max_position_embeddings;
+    ckpt.model().unwrap()
+}
+
+/// The 256-id tokenizer of the eval fixtures (tests/fixtures/eval/tokenizer-256).
+pub fn tokenizer_256() -> doge::data::tokenizer::DogeTokenizer {
+    doge::data::tokenizer::DogeTokenizer::load(&fixtures().join("eval/tokenizer-256")).unwrap()
+}

@@ -194,6 +194,7 @@ fn seed_source(reg: &mut Registry, dir: &std::path::Path) {
             stderr: None,
             n: Some(2376),
             fewshot: None,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
-use super::{parse_tasks, record, results_table, samples, EvalOptions, Evaluator};
+use super::{parse_tasks_with, record, results_table, samples, EvalOptions, Evaluator};
 use crate::checkpoint::Checkpoint;
 use crate::cli::io::{parse_device, ModelArgs};
 use crate::data::tokenizer::DogeTokenizer;
@@ -19,9 +19,19 @@ pub struct EvalArgs {
     pub model: ModelArgs,
     /// Comma-separated tasks: hellaswag, arc_easy, arc_challenge (`arc` = both), piqa, boolq,
     /// openbookqa, mmlu, winogrande, triviaqa, perplexity. Each may be `NAME[:SHOTS][=SOURCE]`,
-    /// SOURCE a local file/folder or `hub:ID[:CONFIG]`.
+    /// SOURCE a local file/folder or `hub:ID[:CONFIG]`; or a task file (lm-eval's YAML, or KDL):
+    /// `path/to/task.yaml[:SHOTS]`; or a task, group or tag defined under --include-path.
     #[arg(long, required = true, value_delimiter = ',')]
     pub tasks: Vec<String>,
+    /// Folders of task files (lm-eval's `--include-path`): their tasks, groups and tags can be
+    /// named in --tasks, before the built-in tasks of the same name. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub include_path: Vec<PathBuf>,
+    /// Start every scored sequence with the beginning-of-sequence token (`true`) or encode without
+    /// special tokens (`false`). Default: each task's own setting, else as the tokenizer encodes
+    /// (lm-eval's behaviour; the Doge tokenizer puts bos first). Recorded with every score.
+    #[arg(long, value_name = "BOOL")]
+    pub add_bos: Option<bool>,
     /// Few-shot examples per item for every task (default: the seed's, 5; boolq 0).
     #[arg(long)]
     pub shots: Option<usize>,
@@ -66,7 +76,7 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let cwd = std::env::current_dir()?;
-    let requests = parse_tasks(&args.tasks, &cwd)?;
+    let requests = parse_tasks_with(&args.tasks, &cwd, &args.include_path)?;
     let dev = parse_device(&args.model.device)?;
     let model = Checkpoint::load(&args.model.model, args.model.dtype()?, &dev)?.model()?;
     let tok_path = args
@@ -99,6 +109,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .clone()
             .or_else(|| std::env::var_os("DOGE_EVAL_DATA").map(PathBuf::from)),
         show_progress: !args.quiet,
+        add_bos: args.add_bos,
         ..EvalOptions::default()
     };
     let ev = Evaluator {
@@ -123,15 +134,22 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             }
         })
     };
-    let results = match ev.run(&requests) {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some((db, run, true)) = &target {
-                record::finish(&Registry::connect(db)?, run, false, Some(&format!("{e:#}")))?;
-            }
-            return Err(e);
+    // A failed task records nothing; the others still run and are recorded, and the command
+    // then fails naming the failed tasks.
+    let (results, errors) = ev.run_all(&requests);
+    let failure = (!errors.is_empty()).then(|| {
+        let all: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+        all.join("\n")
+    });
+    if results.is_empty() {
+        if let Some((db, run, true)) = &target {
+            record::finish(&Registry::connect(db)?, run, false, failure.as_deref())?;
         }
-    };
+        bail!(
+            "{}",
+            failure.unwrap_or_else(|| "no task produced a score".into())
+        );
+    }
     print!("{}", results_table(&results));
     for r in &results {
         if r.seconds > 0.0 {
@@ -173,13 +191,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let n = record::add_results(&reg, &run, &args.model.model, &results)
             .map_err(|e| anyhow!("recording the scores in {db}: {e:#}"))?;
         if eval_only {
-            record::finish(&reg, &run, true, None)?;
+            record::finish(&reg, &run, failure.is_none(), failure.as_deref())?;
         }
         eprintln!(
             "{n} scores recorded for run {run} in {db} (`doge runs show {run} --registry {db}`)"
         );
     }
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(f) => bail!(
+            "{} of {} tasks failed (nothing recorded for them):\n{f}",
+            errors.len(),
+            requests.len()
+        ),
+    }
 }
 
 /// The folder a registry's files sit in: the SQLite file's, or `registry/` for a server.

@@ -24,11 +24,73 @@ pub fn move_trailing_spaces(context: &str, continuation: &str) -> (String, Strin
     (kept.to_string(), format!("{spaces}{continuation}"))
 }
 
-/// The token request for scoring `continuation` after `context`.
+/// Whether a scored sequence starts with the beginning-of-sequence token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bos {
+    /// The tokenizer's own special tokens (transformers' `encode` default), as lighteval and
+    /// lm-eval's transformers backend (0.4.13, `add_bos_token` unset) encode: the Doge tokenizer
+    /// puts `<|begin_of_text|>` first, a GPT-2 style tokenizer adds nothing. A text that already
+    /// starts with the bos token's text gets no second one (lm-eval's `has_bos_prefix`).
+    Tokenizer,
+    /// Always exactly one bos first (`add-bos #true`).
+    Always,
+    /// No special tokens at all (`add-bos #false`).
+    Never,
+}
+
+impl Bos {
+    pub fn from_setting(add_bos: Option<bool>) -> Bos {
+        match add_bos {
+            None => Bos::Tokenizer,
+            Some(true) => Bos::Always,
+            Some(false) => Bos::Never,
+        }
+    }
+
+    /// Whether sequences encoded this way start with bos (what the registry records).
+    pub fn starts_with_bos(self, tok: &DogeTokenizer) -> Result<bool> {
+        Ok(encode_text(tok, "a", self)?.first() == Some(&tok.bos_id))
+    }
+}
+
+/// `text` in token ids under a bos setting.
+pub fn encode_text(tok: &DogeTokenizer, text: &str, bos: Bos) -> Result<Vec<u32>> {
+    match bos {
+        Bos::Tokenizer => {
+            let bos_text = tok.inner.id_to_token(tok.bos_id);
+            let has_prefix = bos_text.is_some_and(|b| !b.is_empty() && text.starts_with(&b));
+            tok.encode(text, !has_prefix)
+        }
+        Bos::Always => {
+            let mut ids = tok.encode(text, false)?;
+            if ids.first() != Some(&tok.bos_id) {
+                ids.insert(0, tok.bos_id);
+            }
+            Ok(ids)
+        }
+        Bos::Never => tok.encode(text, false),
+    }
+}
+
+/// The token request for scoring `continuation` after `context` (the tokenizer's special
+/// tokens, as every built-in task scores).
 pub fn encode_pair(tok: &DogeTokenizer, context: &str, continuation: &str) -> Result<Request> {
+    encode_pair_with(tok, context, continuation, Bos::Tokenizer)
+}
+
+/// [`encode_pair`] under a bos setting.
+pub fn encode_pair_with(
+    tok: &DogeTokenizer,
+    context: &str,
+    continuation: &str,
+    bos: Bos,
+) -> Result<Request> {
+    if context.is_empty() {
+        return encode_unconditional(tok, continuation);
+    }
     let (context, continuation) = move_trailing_spaces(context, continuation);
-    let whole = tok.encode(&format!("{context}{continuation}"), true)?;
-    let mut ctx = tok.encode(&context, true)?;
+    let whole = encode_text(tok, &format!("{context}{continuation}"), bos)?;
+    let mut ctx = encode_text(tok, &context, bos)?;
     if ctx.len() >= whole.len() {
         bail!(
             "the continuation {continuation:?} adds no token after its context (context ends {:?})",
@@ -43,6 +105,27 @@ pub fn encode_pair(tok: &DogeTokenizer, context: &str, continuation: &str) -> Re
     Ok(Request {
         context: ctx,
         continuation: cont,
+    })
+}
+
+/// lm-eval's request with an empty context (`acc_mutual_info`'s unconditional scores): the
+/// continuation without special tokens, after the bos token (or its own first token when that
+/// already is bos).
+pub fn encode_unconditional(tok: &DogeTokenizer, continuation: &str) -> Result<Request> {
+    let cont = tok.encode(continuation, false)?;
+    if cont.is_empty() {
+        bail!("the continuation {continuation:?} has no tokens");
+    }
+    Ok(if cont[0] == tok.bos_id {
+        Request {
+            context: cont[..1].to_vec(),
+            continuation: cont[1..].to_vec(),
+        }
+    } else {
+        Request {
+            context: vec![tok.bos_id],
+            continuation: cont,
+        }
     })
 }
 

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod encoding;
 pub mod fewshot;
+pub mod generation;
 pub mod loader;
 pub mod metrics;
 pub mod multiple_choice;
@@ -22,9 +23,11 @@ pub mod results_file;
 pub mod samples;
 pub mod scoring;
 pub mod stage;
+pub mod taskfile;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -57,6 +60,9 @@ pub struct EvalOptions {
     pub hub: HubOptions,
     /// Progress bars on stderr.
     pub show_progress: bool,
+    /// Overrides every task's beginning-of-sequence setting (`--add-bos`): `Some(true)` puts
+    /// bos first, `Some(false)` encodes without special tokens; `None` leaves it to the task.
+    pub add_bos: Option<bool>,
 }
 
 impl Default for EvalOptions {
@@ -70,22 +76,42 @@ impl Default for EvalOptions {
             data_dir: None,
             hub: HubOptions::from_env(),
             show_progress: false,
+            add_bos: None,
         }
     }
 }
 
-/// One task as asked for: `NAME[:SHOTS][=SOURCE]`, SOURCE a local path or `hub:ID[:CONFIG]`.
+/// A built-in benchmark or a task file.
+#[derive(Clone)]
+pub enum TaskKind {
+    Builtin(&'static TaskDef),
+    File(Arc<taskfile::TaskConfig>),
+}
+
+/// One task as asked for: `NAME[:SHOTS][=SOURCE]`, SOURCE a local path or `hub:ID[:CONFIG]`;
+/// or a task file (`path/task.yaml[:SHOTS]`), or a name defined under `--include-path`.
 #[derive(Clone)]
 pub struct TaskRequest {
-    pub def: &'static TaskDef,
+    pub kind: TaskKind,
     pub shots: Option<usize>,
     pub source: Option<Source>,
+    /// The group this task was asked for through, whose scores it averages into.
+    pub group: Option<Arc<taskfile::GroupRun>>,
+}
+
+impl TaskRequest {
+    pub fn name(&self) -> &str {
+        match &self.kind {
+            TaskKind::Builtin(d) => d.name,
+            TaskKind::File(t) => &t.name,
+        }
+    }
 }
 
 impl std::fmt::Debug for TaskRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskRequest")
-            .field("task", &self.def.name)
+            .field("task", &self.name())
             .field("shots", &self.shots)
             .field("source", &self.source)
             .finish()
@@ -95,6 +121,18 @@ impl std::fmt::Debug for TaskRequest {
 /// Parses a comma-separated task list (`arc` stands for `arc_easy,arc_challenge`); relative
 /// local sources are resolved against `base`.
 pub fn parse_tasks(specs: &[String], base: &Path) -> Result<Vec<TaskRequest>> {
+    parse_tasks_with(specs, base, &[])
+}
+
+/// [`parse_tasks`] with task files: entries that are `.yaml`/`.yml`/`.kdl` files, and names
+/// defined by the task files under `include_paths` (lm-eval's `--include-path`), which come
+/// before the built-in tasks of the same name.
+pub fn parse_tasks_with(
+    specs: &[String],
+    base: &Path,
+    include_paths: &[PathBuf],
+) -> Result<Vec<TaskRequest>> {
+    let index = taskfile::index(include_paths);
     let mut out = Vec::new();
     for spec in specs.iter().flat_map(|s| s.split(',')) {
         let spec = spec.trim();
@@ -105,7 +143,7 @@ pub fn parse_tasks(specs: &[String], base: &Path) -> Result<Vec<TaskRequest>> {
             Some((h, s)) => (h, Some(parse_source(s.trim(), base))),
             None => (spec, None),
         };
-        let (name, shots) = match head.split_once(':') {
+        let (name, shots) = match head.rsplit_once(':') {
             Some((n, k))
                 if k.trim().chars().all(|c| c.is_ascii_digit()) && !k.trim().is_empty() =>
             {
@@ -118,15 +156,30 @@ pub fn parse_tasks(specs: &[String], base: &Path) -> Result<Vec<TaskRequest>> {
             }
             _ => (head, None),
         };
+        if let Some(found) = taskfile::resolve(name.trim(), base, &index)? {
+            if source.is_some() {
+                bail!("task `{spec}`: a task file names its own data (`dataset_path`, `dataset_kwargs`); drop `=SOURCE`");
+            }
+            for (task, group) in found {
+                out.push(TaskRequest {
+                    kind: TaskKind::File(task),
+                    shots,
+                    source: None,
+                    group,
+                });
+            }
+            continue;
+        }
         if name.trim() == "arc" {
             if source.is_some() {
                 bail!("task `{spec}`: give arc_easy and arc_challenge their sources separately");
             }
             for n in ["arc_easy", "arc_challenge"] {
                 out.push(TaskRequest {
-                    def: tasks::find(n)?,
+                    kind: TaskKind::Builtin(tasks::find(n)?),
                     shots,
                     source: None,
+                    group: None,
                 });
             }
             continue;
@@ -135,7 +188,12 @@ pub fn parse_tasks(specs: &[String], base: &Path) -> Result<Vec<TaskRequest>> {
         if matches!(def.kind, Kind::Perplexity) && source.is_none() {
             bail!("task `{spec}`: perplexity needs a text set, e.g. `perplexity=path/to/texts` or `perplexity=hub:Salesforce/wikitext:wikitext-2-raw-v1`");
         }
-        out.push(TaskRequest { def, shots, source });
+        out.push(TaskRequest {
+            kind: TaskKind::Builtin(def),
+            shots,
+            source,
+            group: None,
+        });
     }
     if out.is_empty() {
         bail!("no tasks given; e.g. --tasks hellaswag,arc_easy");
@@ -166,6 +224,10 @@ pub struct TaskResult {
     pub scores: Vec<Score>,
     pub samples: Vec<Value>,
     pub seconds: f64,
+    /// Whether the scored sequences started with the beginning-of-sequence token.
+    pub add_bos: Option<bool>,
+    /// The task file the task came from (none for built-in tasks).
+    pub task_file: Option<String>,
 }
 
 /// The model, tokenizer and options one evaluation runs with.
@@ -183,6 +245,7 @@ impl Evaluator<'_> {
                 .opts
                 .max_len
                 .unwrap_or(self.model.config().max_position_embeddings),
+            share_contexts: scoring::share_contexts_default(),
         }
     }
 
@@ -195,27 +258,56 @@ impl Evaluator<'_> {
         Progress::new(self.opts.show_progress, len as u64, task, unit)
     }
 
-    /// Runs the tasks in order; when both ARC sets ran, an `arc` line averages them (small-doge's
-    /// `custom|arc` and the published "ARC" column).
+    /// The beginning-of-sequence setting of built-in tasks: `--add-bos`, else the tokenizer's own.
+    pub fn bos(&self) -> encoding::Bos {
+        encoding::Bos::from_setting(self.opts.add_bos)
+    }
+
+    /// Runs the tasks in order and stops at the first failure; see [`Evaluator::run_all`].
     pub fn run(&self, requests: &[TaskRequest]) -> Result<Vec<TaskResult>> {
+        let (results, mut errors) = self.run_all(requests);
+        match errors.is_empty() {
+            true => Ok(results),
+            false => Err(errors.remove(0)),
+        }
+    }
+
+    /// Runs every task; a task that fails is left out of the results (and so of the registry)
+    /// and its error returned beside them. When both ARC sets ran, an `arc` line averages them
+    /// (small-doge's `custom|arc` and the published "ARC" column); a group with
+    /// `aggregate_metric_list` gets a line per metric over its tasks.
+    pub fn run_all(&self, requests: &[TaskRequest]) -> (Vec<TaskResult>, Vec<anyhow::Error>) {
         let mut results = Vec::new();
+        let mut errors = Vec::new();
         for r in requests {
-            let res = self
+            match self
                 .run_task(r)
-                .with_context(|| format!("task {}", r.def.name))?;
-            results.push(res);
+                .with_context(|| format!("task {}", r.name()))
+            {
+                Ok(res) => results.push(res),
+                Err(e) => {
+                    if self.opts.show_progress {
+                        eprintln!("{e:#}");
+                    }
+                    errors.push(e)
+                }
+            }
         }
         if let Some(arc) = arc_average(&results) {
             results.push(arc);
         }
-        Ok(results)
+        results.extend(group_averages(requests, &results));
+        (results, errors)
     }
 
     pub fn run_task(&self, req: &TaskRequest) -> Result<TaskResult> {
-        let def = req.def;
+        let def = match &req.kind {
+            TaskKind::File(task) => return taskfile::run::evaluate(self, task, req.shots),
+            TaskKind::Builtin(def) => *def,
+        };
         let start = Instant::now();
         let shots = req.shots.or(self.opts.shots).unwrap_or(def.default_shots);
-        let source = self.source_of(req);
+        let source = self.source_of(def, req);
         let name = def.name.to_string();
         if matches!(def.kind, Kind::Perplexity) {
             let docs = match &source {
@@ -234,6 +326,8 @@ impl Evaluator<'_> {
                 scores,
                 samples,
                 seconds: start.elapsed().as_secs_f64(),
+                add_bos: Some(true),
+                task_file: None,
             });
         }
         let eval = loader::require_split(&source, def.eval_splits, &self.opts.hub)?;
@@ -276,24 +370,26 @@ impl Evaluator<'_> {
             scores,
             samples,
             seconds: start.elapsed().as_secs_f64(),
+            add_bos: Some(self.bos().starts_with_bos(self.tok)?),
+            task_file: None,
         })
     }
 
     /// The task's own source, else its folder under `--data-dir`, else the hub.
-    fn source_of(&self, req: &TaskRequest) -> Source {
+    fn source_of(&self, def: &TaskDef, req: &TaskRequest) -> Source {
         if let Some(s) = &req.source {
             return s.clone();
         }
         if let Some(dir) = &self.opts.data_dir {
-            let p = dir.join(req.def.folder);
+            let p = dir.join(def.folder);
             if p.exists() {
                 return Source::Local(p);
             }
             if self.opts.show_progress {
-                eprintln!("{}: no {} folder; using the hub", req.def.name, p.display());
+                eprintln!("{}: no {} folder; using the hub", def.name, p.display());
             }
         }
-        let (id, config) = req.def.hub.expect("perplexity has a source");
+        let (id, config) = def.hub.expect("perplexity has a source");
         Source::Hub {
             id: id.into(),
             config: config.map(str::to_string),
@@ -336,7 +432,73 @@ fn arc_average(results: &[TaskResult]) -> Option<TaskResult> {
         scores,
         samples: Vec::new(),
         seconds: 0.0,
+        add_bos: easy.add_bos,
+        task_file: None,
     })
+}
+
+/// One line per metric of `aggregate_metric_list` for each group whose tasks all ran: their mean,
+/// weighted by items when `weight_by_size` (lm-eval's default), with the pooled standard error.
+fn group_averages(requests: &[TaskRequest], results: &[TaskResult]) -> Vec<TaskResult> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for g in requests.iter().filter_map(|r| r.group.as_ref()) {
+        if seen.contains(&g.name.as_str()) || g.aggregate.is_empty() {
+            continue;
+        }
+        seen.push(&g.name);
+        let members: Vec<&TaskResult> = g
+            .tasks
+            .iter()
+            .filter_map(|t| results.iter().find(|r| &r.task == t))
+            .collect();
+        if members.len() != g.tasks.len() {
+            continue;
+        }
+        let scores = g
+            .aggregate
+            .iter()
+            .filter_map(|(metric, by_size)| {
+                let parts: Vec<&Score> = members
+                    .iter()
+                    .filter_map(|r| r.scores.iter().find(|s| &s.metric == metric))
+                    .collect();
+                if parts.len() != members.len() {
+                    return None;
+                }
+                let w: Vec<f64> = parts
+                    .iter()
+                    .map(|s| if *by_size { s.n as f64 } else { 1.0 })
+                    .collect();
+                let total: f64 = w.iter().sum();
+                let value = parts.iter().zip(&w).map(|(s, w)| s.value * w).sum::<f64>() / total;
+                let stderr = parts
+                    .iter()
+                    .zip(&w)
+                    .map(|(s, w)| s.stderr.map(|e| (e * w / total).powi(2)))
+                    .sum::<Option<f64>>()
+                    .map(f64::sqrt);
+                Some(Score {
+                    metric: metric.clone(),
+                    value,
+                    stderr,
+                    n: parts.iter().map(|s| s.n).sum(),
+                })
+            })
+            .collect();
+        out.push(TaskResult {
+            task: g.name.clone(),
+            shots: members[0].shots,
+            split: members[0].split.clone(),
+            source: format!("mean of {}", g.tasks.join(", ")),
+            scores,
+            samples: Vec::new(),
+            seconds: 0.0,
+            add_bos: members[0].add_bos,
+            task_file: None,
+        });
+    }
+    out
 }
 
 /// The results as an aligned table (task, metric, value, stderr, n, shots, split).

@@ -23,7 +23,6 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use super::encoding::encode_pair;
 use super::fewshot;
 use super::metrics::{argmax, mean_with_stderr, Score};
 use super::scoring::{loglikelihoods, Request};
@@ -176,7 +175,7 @@ pub fn evaluate(
         .par_iter()
         .zip(&prompts)
         .map(|(&(i, j), p)| {
-            encode_pair(ev.tok, p, &docs[i].choices[j])
+            super::encoding::encode_pair_with(ev.tok, p, &docs[i].choices[j], ev.bos())
                 .with_context(|| format!("{}: choice {j}", docs[i].at))
         })
         .collect::<Result<_>>()?;

@@ -148,7 +148,7 @@ pub fn evaluate(ev: &Evaluator, task: &str, docs: &[TextDoc]) -> Result<(Vec<Sco
 
 /// lm-eval's wikitext word count, `len(re.split(r"\s+", page))`: one more than the number of
 /// whitespace runs, so leading or trailing whitespace counts an empty word as it does there.
-fn words(text: &str) -> usize {
+pub fn words(text: &str) -> usize {
     let mut runs = 0;
     let mut in_space = false;
     for c in text.chars() {

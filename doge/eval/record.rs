@@ -87,21 +87,24 @@ pub fn add_results(
 ) -> Result<usize> {
     let mut n = 0;
     for r in results {
-        for s in &r.scores {
-            reg.add_eval(
-                run,
-                &EvalRow {
-                    checkpoint: Some(checkpoint.display().to_string()),
-                    task: r.task.clone(),
-                    metric: s.metric.clone(),
-                    value: s.value,
-                    stderr: s.stderr,
-                    n: Some(s.n as u64),
-                    fewshot: Some(r.shots as u32),
-                },
-            )?;
-            n += 1;
-        }
+        let rows: Vec<EvalRow> = r
+            .scores
+            .iter()
+            .map(|s| EvalRow {
+                checkpoint: Some(checkpoint.display().to_string()),
+                task: r.task.clone(),
+                metric: s.metric.clone(),
+                value: s.value,
+                stderr: s.stderr,
+                n: Some(s.n as u64),
+                fewshot: Some(r.shots as u32),
+                add_bos: r.add_bos,
+                task_file: r.task_file.clone(),
+            })
+            .collect();
+        // One transaction per task: a task's scores are recorded whole or not at all.
+        reg.add_evals(run, &rows)?;
+        n += rows.len();
     }
     Ok(n)
 }

@@ -45,6 +45,15 @@ pub struct ScoreOptions {
     pub batch_size: usize,
     /// Longest sequence the model reads; longer contexts lose their start (lm-eval's truncation).
     pub max_len: usize,
+    /// Score requests that share a context from one pass over it (its KV cache extended by each
+    /// continuation) instead of one full sequence each; `DOGE_EVAL_SHARED_CONTEXT=0` turns it
+    /// off. Scores agree to float rounding either way.
+    pub share_contexts: bool,
+}
+
+/// `share_contexts` unless `DOGE_EVAL_SHARED_CONTEXT=0`.
+pub fn share_contexts_default() -> bool {
+    std::env::var("DOGE_EVAL_SHARED_CONTEXT").as_deref() != Ok("0")
 }
 
 /// Rows of the lm_head at a time, so a long perplexity window never holds all its logits at once.
@@ -74,12 +83,25 @@ pub fn loglikelihoods(
             );
         }
     }
-    // Longest first; equal lengths keep request order, so the batches are a function of the
-    // requests alone.
-    let len = |r: &Request| (r.context.len() + r.continuation.len()).min(opts.max_len + 1);
-    let mut order: Vec<usize> = (0..requests.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(len(&requests[i])));
     let mut out: Vec<Option<Loglik>> = vec![None; requests.len()];
+    let len = |r: &Request| (r.context.len() + r.continuation.len()).min(opts.max_len + 1);
+    if opts.share_contexts {
+        for group in shared_groups(model, requests, opts.max_len) {
+            let batch: Vec<&Request> = group.iter().map(|&i| &requests[i]).collect();
+            for (&i, s) in group.iter().zip(score_shared(model, &batch)?) {
+                out[i] = Some(s);
+            }
+            if let Some(p) = progress {
+                let tokens: usize = batch[0].context.len()
+                    + batch.iter().map(|r| r.continuation.len()).sum::<usize>();
+                p.inc(group.len() as u64, tokens as u64);
+            }
+        }
+    }
+    // The rest one sequence each: longest first; equal lengths keep request order, so the
+    // batches are a function of the requests alone.
+    let mut order: Vec<usize> = (0..requests.len()).filter(|&i| out[i].is_none()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(len(&requests[i])));
     let lens: Vec<usize> = order.iter().map(|&i| len(&requests[i])).collect();
     let plan = crate::score::plan_batches(&lens, opts.batch_size, model.batch_independent_len());
     for range in plan {
@@ -98,6 +120,103 @@ pub fn loglikelihoods(
         .into_iter()
         .map(|s| s.expect("every request scored"))
         .collect())
+}
+
+/// Requests that share a context, in groups of two or more (in request order), when scoring
+/// them from one pass over the context gives what scoring each alone gives: nothing is
+/// truncated, and with dynamic-NTK RoPE no sequence is longer than the original context (past
+/// it, the rotation depends on the forward's own length).
+fn shared_groups(model: &DogeForCausalLM, requests: &[Request], max_len: usize) -> Vec<Vec<usize>> {
+    let limit = model
+        .batch_independent_len()
+        .map_or(max_len, |l| l.min(max_len));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_context: std::collections::HashMap<&[u32], usize> = Default::default();
+    for (i, r) in requests.iter().enumerate() {
+        if r.context.len() + r.continuation.len() > limit + 1 {
+            continue;
+        }
+        match by_context.get(r.context.as_slice()) {
+            Some(&g) => groups[g].push(i),
+            None => {
+                by_context.insert(&r.context, groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups.retain(|g| g.len() > 1);
+    groups
+}
+
+/// Scores requests with one context: the context once, its KV cache then extended by every
+/// continuation at once (one row each, right-padded). The last context position predicts each
+/// continuation's first token; the continuations' own positions predict the rest.
+fn score_shared(model: &DogeForCausalLM, batch: &[&Request]) -> anyhow::Result<Vec<Loglik>> {
+    let dev = model.device();
+    let context = &batch[0].context;
+    let mut cache = model.new_cache();
+    let input = Tensor::new(context.as_slice(), dev)?.unsqueeze(0)?;
+    let ctx_hidden = model.hidden_states(&input, Some(&mut cache))?;
+    let d = ctx_hidden.dim(2)?;
+    let last = ctx_hidden
+        .narrow(1, context.len() - 1, 1)?
+        .reshape((1, d))?;
+    let g = batch.len();
+    // Every continuation but its last token is read after the context.
+    let reads: Vec<&[u32]> = batch
+        .iter()
+        .map(|r| &r.continuation[..r.continuation.len() - 1])
+        .collect();
+    let width = reads.iter().map(|r| r.len()).max().unwrap_or(0);
+    let cont_hidden = if width > 0 {
+        for layer in &mut cache.layers {
+            let grow = |t: &Tensor| -> candle_core::Result<Tensor> {
+                let mut dims = t.dims().to_vec();
+                dims[0] = g;
+                t.broadcast_as(dims)?.contiguous()
+            };
+            if let Some((k, v)) = &layer.kv {
+                layer.kv = Some((grow(k)?, grow(v)?));
+            }
+            if let Some(b) = &layer.bias {
+                layer.bias = Some(grow(b)?);
+            }
+        }
+        let pad = model.config().pad_token_id.unwrap_or(0);
+        let input = pad_batch(&reads, pad, dev)?;
+        Some(
+            model
+                .hidden_states(&input, Some(&mut cache))?
+                .reshape((g * width, d))?,
+        )
+    } else {
+        None
+    };
+    // Rows: [context's last] ++ [g * width continuation rows].
+    let hidden = match &cont_hidden {
+        Some(h) => Tensor::cat(&[&last, h], 0)?,
+        None => last,
+    };
+    let mut rows: Vec<u32> = Vec::new();
+    let mut wanted: Vec<u32> = Vec::new();
+    for (j, r) in batch.iter().enumerate() {
+        rows.push(0);
+        rows.extend((0..r.continuation.len() - 1).map(|t| (1 + j * width + t) as u32));
+        wanted.extend_from_slice(&r.continuation);
+    }
+    let (logps, greedy) = pick_logprobs(model, &hidden, &rows, &wanted, dev)?;
+    let mut out = Vec::with_capacity(g);
+    let mut at = 0;
+    for r in batch {
+        let n = r.continuation.len();
+        out.push(Loglik {
+            logprob: logps[at..at + n].iter().map(|&x| x as f64).sum(),
+            is_greedy: greedy[at..at + n].iter().all(|&g| g),
+            tokens: n,
+        });
+        at += n;
+    }
+    Ok(out)
 }
 
 /// One forward over a batch of requests.

@@ -33,7 +33,27 @@ pub fn run(
 ) -> Result<PathBuf> {
     let started = std::time::Instant::now();
     let dir = weights_dir(exp, stage, previous)?;
-    let requests = parse_tasks(&stage.tasks, &exp.base_dir)?;
+    let mut requests = if stage.tasks.is_empty() {
+        Vec::new()
+    } else {
+        parse_tasks(&stage.tasks, &exp.base_dir)?
+    };
+    // `task` blocks: the same reader as task files; relative data paths are the experiment's.
+    let at = exp.base_dir.join(format!("{}.kdl", exp.name));
+    for t in &stage.task {
+        let node = super::taskfile::kdl::to_node(t, &super::taskfile::tree::Pos::new(&at, 1, 1));
+        let config = super::taskfile::config::read(&node)
+            .map_err(|e| anyhow!("stage `{}`, task `{}`: {e}", stage.id(), t.task))?;
+        requests.push(super::TaskRequest {
+            kind: super::TaskKind::File(std::sync::Arc::new(config)),
+            shots: None,
+            source: None,
+            group: None,
+        });
+    }
+    if requests.is_empty() {
+        bail!("stage `{}` has no `tasks` and no `task` blocks", stage.id());
+    }
     let model = Checkpoint::load(&dir, DType::F32, dev)?.model()?;
     let tok = if dir.join("tokenizer.json").is_file() {
         DogeTokenizer::load(&dir)?

@@ -26,7 +26,7 @@ pub fn canonical_json(exp: &Experiment) -> Value {
 }
 
 /// What an eval stage uses; the training keys it also has as defaults are noise.
-pub(crate) const EVAL_KEYS: [&str; 7] = [
+pub(crate) const EVAL_KEYS: [&str; 8] = [
     "kind",
     "name",
     "init",
@@ -34,6 +34,7 @@ pub(crate) const EVAL_KEYS: [&str; 7] = [
     "batch-size",
     "log-every",
     "tasks",
+    "task",
 ];
 
 fn sorted(v: Value) -> Value {

@@ -32,6 +32,29 @@ pub use types::*;
 /// The registry directory when an experiment names none (relative to the current directory).
 pub const DEFAULT_REGISTRY: &str = "registry";
 
+/// A 1-based line and column.
+pub type LineCol = (usize, usize);
+
+/// Reads a KDL task file (`task "name" { ... }` nodes, doge/eval/taskfile), checked against the
+/// schema of [`TaskFile`] as experiments are; each task with the line and column it starts at.
+pub fn load_task_file(path: &Path, text: &str) -> Result<Vec<(EvalTask, LineCol)>, Errors> {
+    let src = std::sync::Arc::new(error::SourceText {
+        name: path.display().to_string(),
+        text: text.to_string(),
+        path: Some(path.to_path_buf()),
+    });
+    let root = serde_json::to_value(schemars::schema_for!(TaskFile)).expect("a schema is JSON");
+    let parsed = kdl::parse_document(&src, &schema::Shape::of(root))?;
+    let file: TaskFile = resolve::deserialize_tree(&parsed.tree)?;
+    let starts = (0..file.task.len()).map(|i| {
+        let (node, _) = parsed
+            .tree
+            .find(&[tree::Seg::Key("task".into()), tree::Seg::Index(i)]);
+        node.origin.line_col().unwrap_or((1, 1))
+    });
+    Ok(file.task.iter().cloned().zip(starts).collect())
+}
+
 /// Reads, resolves and checks an experiment file with `--set` overrides applied in order.
 /// A sweep stays unexpanded in `Experiment::sweep`; see [`plan`].
 pub fn load(path: &Path, sets: &[String]) -> Result<Experiment, Errors> {

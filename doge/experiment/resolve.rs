@@ -454,8 +454,16 @@ fn value_node(
 pub fn finish(loaded: &Loaded, tree: &Node) -> Result<Experiment, Errors> {
     let mut tree = tree.clone();
     merge_stage_data(&mut tree);
+    let mut exp: Experiment = deserialize_tree(&tree)?;
+    exp.base_dir = loaded.base_dir.clone();
+    validate(&mut exp, &tree)?;
+    Ok(exp)
+}
+
+/// The typed value of a tree; a type error points at the value that caused it.
+pub fn deserialize_tree<T: serde::de::DeserializeOwned>(tree: &Node) -> Result<T, Errors> {
     let json = tree.to_json();
-    let mut exp: Experiment = serde_path_to_error::deserialize(&json).map_err(|e| {
+    serde_path_to_error::deserialize(&json).map_err(|e| {
         let path: Vec<Seg> = e
             .path()
             .iter()
@@ -471,10 +479,7 @@ pub fn finish(loaded: &Loaded, tree: &Node) -> Result<Experiment, Errors> {
             .replace("missing field", "missing key")
             .replace("unknown field", "unknown key");
         Errors::from(Error::new(node.origin.clone(), tree.dotted(&path), msg))
-    })?;
-    exp.base_dir = loaded.base_dir.clone();
-    validate(&mut exp, &tree)?;
-    Ok(exp)
+    })
 }
 
 /// A stage's `data` block is merged over the experiment's, so it only writes what differs.

@@ -41,6 +41,11 @@ impl Default for Shape {
 }
 
 impl Shape {
+    /// The shape of another root type's schema (a KDL task file).
+    pub fn of(root: Value) -> Shape {
+        Shape { root }
+    }
+
     pub fn root(&self) -> &Value {
         &self.root
     }

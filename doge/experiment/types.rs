@@ -302,6 +302,155 @@ pub struct Stage {
     /// Benchmarks to run; `eval` only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<String>,
+    /// Tasks written out in full (lm-eval's task keys in kebab-case); `eval` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task: Vec<EvalTask>,
+}
+
+/// An evaluation task written in KDL: lm-eval's task-file keys in kebab-case (`doc-to-text` =
+/// `doc_to_text`), read by the same code as a task YAML (doge/eval/taskfile).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("x-kdl-arg" = "task"))]
+pub struct EvalTask {
+    /// The task's name (positional: `task "sciq" { ... }`).
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag: Vec<String>,
+    /// Hub dataset id, or a local folder of rows (`./rows/sciq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_name: Option<String>,
+    /// Row files per split (`data-files validation="rows/sciq.jsonl"`): lm-eval's
+    /// `dataset_kwargs.data_files`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub data_files: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_split: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_split: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_split: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewshot_split: Option<String>,
+    pub output_type: EvalOutputType,
+    /// A row field's name or a Jinja template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_to_text: Option<String>,
+    /// A row field's name or a Jinja template (rendering digits means a choice index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_to_target: Option<String>,
+    /// The gold choice's index, when it is the same for every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_index: Option<u32>,
+    /// A row field's name or a Jinja template that renders a list (`"{{ [a, b] }}"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_to_choice: Option<String>,
+    /// The same choices for every row (`choices "yes" "no"`), instead of `doc-to-choice`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_delimiter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewshot_delimiter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_fewshot: Option<u32>,
+    /// `first_n` takes the pool's first rows as examples instead of a seeded draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewshot_sampler: Option<FewshotSampler>,
+    /// Metrics (repeated nodes: `metric "acc"` `metric "acc_norm"`); default lm-eval's for the
+    /// output type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric: Vec<EvalMetric>,
+    /// `generate_until`: stop sequences (default: the few-shot delimiter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub until: Vec<String>,
+    /// `generate_until`: new tokens at most (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gen_toks: Option<u32>,
+    /// Answer extraction pipelines of `generate_until` (lm-eval's `filter_list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<EvalFilter>,
+    /// Start every sequence with the beginning-of-sequence token (#true) or never (#false);
+    /// unset: as the tokenizer encodes (lm-eval's behaviour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_bos: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalOutputType {
+    MultipleChoice,
+    Loglikelihood,
+    LoglikelihoodRolling,
+    GenerateUntil,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FewshotSampler {
+    Default,
+    FirstN,
+}
+
+/// One metric of an evaluation task (lm-eval's `metric_list` entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("x-kdl-arg" = "metric"))]
+pub struct EvalMetric {
+    /// acc, acc_norm, acc_bytes, acc_mutual_info, exact_match, perplexity, word_perplexity,
+    /// byte_perplexity, bits_per_byte.
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub higher_is_better: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_case: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_punctuation: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_numbers: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regexes_to_ignore: Vec<String>,
+}
+
+/// A named answer-extraction pipeline: `filter "strict" { step "regex" regex-pattern="..." }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("x-kdl-arg" = "name"))]
+pub struct EvalFilter {
+    pub name: String,
+    #[serde(default)]
+    pub step: Vec<EvalFilterStep>,
+}
+
+/// One step of a filter: regex, take_first, lowercase, uppercase, remove_whitespace or map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("x-kdl-arg" = "function"))]
+pub struct EvalFilterStep {
+    pub function: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_select: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub mapping_dict: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<String>,
+}
+
+/// A task file written in KDL: one or more `task` nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TaskFile {
+    pub task: Vec<EvalTask>,
 }
 
 impl Stage {

@@ -385,6 +385,7 @@ fn check_stage(c: &mut Checker, exp: &Experiment, s: &Stage, base: &[Seg]) {
         "`beta` is the DPO temperature",
     );
     only(c, "tasks", false, "`tasks` belongs to `eval` stages");
+    only(c, "task", false, "`task` belongs to `eval` stages");
     let data = s.data.as_ref().unwrap_or(&exp.data);
     if data.sources.is_empty() {
         let e = c.at(base, format!("stage `{}` has no data", s.id()));

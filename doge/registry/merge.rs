@@ -60,6 +60,8 @@ const EVAL_COLS: &[&str] = &[
     "n",
     "fewshot",
     "created_at",
+    "add_bos",
+    "task_file",
 ];
 const ARTIFACT_COLS: &[&str] = &[
     "run_id",

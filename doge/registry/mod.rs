@@ -253,6 +253,19 @@ ALTER TABLE runs ADD COLUMN world_size BIGINT;
 ALTER TABLE runs ADD COLUMN global_batch BIGINT;
 "#,
     },
+    // v6: evaluation tasks as files: whether each scored sequence started with the
+    // beginning-of-sequence token (lighteval adds it, lm-eval leaves it to the tokenizer), and
+    // the task file a score came from.
+    Migration {
+        sqlite: r#"
+ALTER TABLE evals ADD COLUMN add_bos INTEGER;
+ALTER TABLE evals ADD COLUMN task_file TEXT;
+"#,
+        postgres: r#"
+ALTER TABLE evals ADD COLUMN add_bos BIGINT;
+ALTER TABLE evals ADD COLUMN task_file TEXT;
+"#,
+    },
 ];
 
 /// The schema version this doge writes (`PRAGMA user_version`).
@@ -268,6 +281,10 @@ pub struct EvalRow {
     pub stderr: Option<f64>,
     pub n: Option<u64>,
     pub fewshot: Option<u32>,
+    /// Whether the scored sequences started with the beginning-of-sequence token.
+    pub add_bos: Option<bool>,
+    /// The task file (YAML or KDL) the task was read from; none for built-in tasks.
+    pub task_file: Option<String>,
 }
 
 pub fn now() -> f64 {
@@ -363,22 +380,15 @@ impl Registry {
 
     /// Records one eval score of a run.
     pub fn add_eval(&self, id: &str, e: &EvalRow) -> Result<()> {
-        self.db.execute(
-            "INSERT INTO evals (run_id, checkpoint, task, metric, value, stderr, n, fewshot, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            &sql_params![
-                id,
-                e.checkpoint.clone(),
-                e.task.as_str(),
-                e.metric.as_str(),
-                e.value,
-                e.stderr,
-                e.n,
-                e.fewshot,
-                now()
-            ],
-        )?;
-        Ok(())
+        insert_eval(&self.db, id, e)
+    }
+
+    /// Records a task's scores all together or not at all (one transaction), so an interrupted
+    /// or failed write leaves no partial task behind.
+    pub fn add_evals(&self, id: &str, rows: &[EvalRow]) -> Result<()> {
+        self.db.transaction(Tx::Write, |db| {
+            rows.iter().try_for_each(|e| insert_eval(db, id, e))
+        })
     }
 
     /// The schema version the database is at (0: empty).
@@ -755,4 +765,25 @@ fn retry_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
         std::thread::sleep(wait);
         wait = (wait * 2).min(std::time::Duration::from_millis(500));
     }
+}
+
+fn insert_eval(db: &Conn, id: &str, e: &EvalRow) -> Result<()> {
+    db.execute(
+        "INSERT INTO evals (run_id, checkpoint, task, metric, value, stderr, n, fewshot, created_at, add_bos, task_file)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        &sql_params![
+            id,
+            e.checkpoint.clone(),
+            e.task.as_str(),
+            e.metric.as_str(),
+            e.value,
+            e.stderr,
+            e.n,
+            e.fewshot,
+            now(),
+            e.add_bos.map(i64::from),
+            e.task_file.clone()
+        ],
+    )?;
+    Ok(())
 }

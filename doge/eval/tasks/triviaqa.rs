@@ -15,13 +15,11 @@
 //! changes nothing after the strip, since a newline ends every answer it would accept.
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
 use serde_json::{json, Value};
 
 use crate::eval::loader::Row;
 use crate::eval::metrics::{mean_with_stderr, Score};
 use crate::eval::{fewshot, Evaluator};
-use crate::generate::argmax;
 
 /// Tokens generated at most (lighteval `generation_size=20`).
 pub const MAX_NEW_TOKENS: usize = 20;
@@ -91,12 +89,7 @@ pub fn normalize(text: &str) -> String {
 
 /// The generation cut at the first stop sequence.
 pub fn cut_at_stop(text: &str) -> &str {
-    let end = STOP
-        .iter()
-        .filter_map(|s| text.find(s))
-        .min()
-        .unwrap_or(text.len());
-    &text[..end]
+    crate::eval::generation::cut_at_first(text, &STOP)
 }
 
 /// 1.0 when the stripped, normalised prediction equals a gold alias.
@@ -142,7 +135,7 @@ pub fn evaluate(
         .map(|k| &pool[k])
         .collect();
         let text = prompt(d, &ex);
-        let ids = ev.tok.encode(&text, true)?;
+        let ids = crate::eval::encoding::encode_text(ev.tok, &text, ev.bos())?;
         let generated = greedy_until_stop(ev, &ids).with_context(|| d.at.clone())?;
         let answer = cut_at_stop(&generated);
         let hit = quasi_exact_match(answer, &d.golds);
@@ -165,36 +158,8 @@ pub fn evaluate(
 
 /// Greedy decoding with the KV cache until a stop sequence, eos or the token budget.
 fn greedy_until_stop(ev: &Evaluator, prompt: &[u32]) -> Result<String> {
-    let model = ev.model;
-    // Keep the prompt's end when it is too long (lm-eval truncates from the left).
-    let room = ev
-        .score_options()
-        .max_len
-        .saturating_sub(MAX_NEW_TOKENS)
-        .max(1);
-    let prompt = &prompt[prompt.len().saturating_sub(room)..];
-    let mut cache = model.new_cache();
-    let mut input = Tensor::new(prompt, model.device())?.unsqueeze(0)?;
-    let mut out: Vec<u32> = Vec::new();
-    let eos = model.config().eos_token_id;
-    for _ in 0..MAX_NEW_TOKENS {
-        let logits = model
-            .forward_last(&input, Some(&mut cache))?
-            .squeeze(0)?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?;
-        let next = argmax(&logits);
-        if Some(next) == eos {
-            break;
-        }
-        out.push(next);
-        let text = ev.tok.decode(&out, true)?;
-        if STOP.iter().any(|s| text.contains(s)) {
-            return Ok(text);
-        }
-        input = Tensor::new(&[next], model.device())?.unsqueeze(0)?;
-    }
-    ev.tok.decode(&out, true)
+    let max_len = ev.score_options().max_len;
+    crate::eval::generation::greedy_until(ev.model, ev.tok, prompt, MAX_NEW_TOKENS, &STOP, max_len)
 }
 
 #[cfg(test)]
