@@ -642,3 +642,100 @@ fn lm_eval_own_files_for_the_six_tasks_score_as_lm_eval() {
         }
     }
 }
+
+/// A `task` block in an experiment's eval stage runs as its YAML does and records against the
+/// stage's run; a wrong key in it is an error at its line, before anything runs.
+#[test]
+fn a_task_block_in_an_eval_stage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    model_dir(&dir.join("model"));
+    let rows = fixtures().join("eval/taskfiles/rows/ybisk/piqa/validation.jsonl");
+    let exp = |extra: &str| {
+        format!(
+            r#"name "taskblock"
+seed 1
+device "cpu"
+registry "./registry"
+model vocab=256 hidden=32 intermediate=64 layers=2 heads=2 kv-heads=1 keep-window-size=8
+tokenizer "./model"
+stage "eval" {{
+    init "./model"
+    task "piqa_kdl" {{
+        dataset-path "json"
+        data-files validation="{rows}"
+        validation-split "validation"
+        output-type "multiple_choice"
+        doc-to-text "Question: {{{{ goal }}}}\nAnswer:"
+        doc-to-choice "{{{{ [sol1, sol2] }}}}"
+        doc-to-target "label"
+        metric "acc"{extra}
+    }}
+}}
+"#,
+            rows = rows.display()
+        )
+    };
+    std::fs::write(dir.join("bad.kdl"), exp("\n        doc-to-txt \"x\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_doge"))
+        .current_dir(dir)
+        .args(["exp", "check", "bad.kdl"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.kdl:18:") && stderr.contains("doc-to-txt"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.join("exp.kdl"), exp("")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_doge"))
+        .current_dir(dir)
+        .args(["exp", "run", "exp.kdl", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = rusqlite::Connection::open(dir.join("registry/doge.sqlite")).unwrap();
+    let (task, value): (String, f64) = conn
+        .query_row(
+            "SELECT task, value FROM evals WHERE metric = 'acc'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(task, "piqa_kdl");
+    // The stage read its checkpoint, which holds the experiment's tokenizer: still whole.
+    let tok = std::fs::read_to_string(dir.join("model/tokenizer.json")).unwrap();
+    assert!(tok.len() > 1000, "tokenizer.json was emptied");
+    // experiments/tasks/piqa.yaml through `doge eval` on the same model and rows: the same score.
+    let out = Command::new(env!("CARGO_BIN_EXE_doge"))
+        .current_dir(root())
+        .args(["eval", "--model"])
+        .arg(dir.join("model"))
+        .args([
+            "--tasks",
+            "experiments/tasks/piqa.yaml",
+            "--shots",
+            "0",
+            "--no-registry",
+            "--quiet",
+        ])
+        .arg("--data-dir")
+        .arg(fixtures().join("eval/taskfiles/rows"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let yaml_acc: f64 = table
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[0] == "piqa" && f[1] == "acc").then(|| f[2].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("{table}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(format!("{value:.4}"), format!("{yaml_acc:.4}"));
+}

@@ -369,9 +369,15 @@ fn read_stage_done(stage_dir: &Path) -> Option<(PathBuf, Option<String>)> {
 fn copy_tokenizer(exp: &Experiment, final_dir: &Path) {
     if let Ok(tok) = super::data_bridge::tokenizer_dir(exp) {
         for name in crate::checkpoint::COMPANION_FILES {
-            let src = tok.join(name);
-            if src.exists() {
-                let _ = std::fs::copy(&src, final_dir.join(name));
+            let (src, dst) = (tok.join(name), final_dir.join(name));
+            // An eval stage's final directory is the checkpoint it read, which may hold the
+            // tokenizer itself: copying a file onto itself would empty it.
+            let same = match (std::fs::canonicalize(&src), std::fs::canonicalize(&dst)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+            if src.exists() && !same {
+                let _ = std::fs::copy(&src, dst);
             }
         }
     }
