@@ -13,6 +13,7 @@
 //! forward's multiply-adds, and the continuation is usually a small part of each sequence.
 
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 
 use crate::data::progress::Progress;
 use crate::model::doge::log_softmax_last_dim;
@@ -86,15 +87,41 @@ pub fn loglikelihoods(
     let mut out: Vec<Option<Loglik>> = vec![None; requests.len()];
     let len = |r: &Request| (r.context.len() + r.continuation.len()).min(opts.max_len + 1);
     if opts.share_contexts {
-        for group in shared_groups(model, requests, opts.max_len) {
-            let batch: Vec<&Request> = group.iter().map(|&i| &requests[i]).collect();
-            for (&i, s) in group.iter().zip(score_shared(model, &batch)?) {
-                out[i] = Some(s);
+        // The lm_head runs once over the rows of `batch_size` groups: one product with the
+        // [vocab, d] output matrix per item would repack that matrix each time.
+        let groups = shared_groups(model, requests, opts.max_len);
+        for chunk in groups.chunks(opts.batch_size.max(1)) {
+            let mut hidden = Vec::with_capacity(chunk.len());
+            let mut wanted: Vec<u32> = Vec::new();
+            for group in chunk {
+                let batch: Vec<&Request> = group.iter().map(|&i| &requests[i]).collect();
+                hidden.push(shared_rows(model, &batch)?);
+                for r in &batch {
+                    wanted.extend_from_slice(&r.continuation);
+                }
             }
-            if let Some(p) = progress {
-                let tokens: usize = batch[0].context.len()
-                    + batch.iter().map(|r| r.continuation.len()).sum::<usize>();
-                p.inc(group.len() as u64, tokens as u64);
+            let hidden = Tensor::cat(&hidden, 0)?;
+            let rows: Vec<u32> = (0..wanted.len() as u32).collect();
+            let (logps, greedy) = pick_logprobs(model, &hidden, &rows, &wanted, model.device())?;
+            let mut at = 0;
+            for group in chunk {
+                for &i in group {
+                    let n = requests[i].continuation.len();
+                    out[i] = Some(Loglik {
+                        logprob: logps[at..at + n].iter().map(|&x| x as f64).sum(),
+                        is_greedy: greedy[at..at + n].iter().all(|&g| g),
+                        tokens: n,
+                    });
+                    at += n;
+                }
+                if let Some(p) = progress {
+                    let tokens: usize = requests[group[0]].context.len()
+                        + group
+                            .iter()
+                            .map(|&i| requests[i].continuation.len())
+                            .sum::<usize>();
+                    p.inc(group.len() as u64, tokens as u64);
+                }
             }
         }
     }
@@ -148,10 +175,11 @@ fn shared_groups(model: &DogeForCausalLM, requests: &[Request], max_len: usize) 
     groups
 }
 
-/// Scores requests with one context: the context once, its KV cache then extended by every
-/// continuation at once (one row each, right-padded). The last context position predicts each
-/// continuation's first token; the continuations' own positions predict the rest.
-fn score_shared(model: &DogeForCausalLM, batch: &[&Request]) -> anyhow::Result<Vec<Loglik>> {
+/// The hidden states that predict the continuations of requests with one context, one row per
+/// continuation token in request order: the context is run once, its KV cache then extended by
+/// every continuation at once (one row each, right-padded). The last context position predicts
+/// each continuation's first token; the continuations' own positions predict the rest.
+fn shared_rows(model: &DogeForCausalLM, batch: &[&Request]) -> anyhow::Result<Tensor> {
     let dev = model.device();
     let context = &batch[0].context;
     let mut cache = model.new_cache();
@@ -198,25 +226,11 @@ fn score_shared(model: &DogeForCausalLM, batch: &[&Request]) -> anyhow::Result<V
         None => last,
     };
     let mut rows: Vec<u32> = Vec::new();
-    let mut wanted: Vec<u32> = Vec::new();
     for (j, r) in batch.iter().enumerate() {
         rows.push(0);
         rows.extend((0..r.continuation.len() - 1).map(|t| (1 + j * width + t) as u32));
-        wanted.extend_from_slice(&r.continuation);
     }
-    let (logps, greedy) = pick_logprobs(model, &hidden, &rows, &wanted, dev)?;
-    let mut out = Vec::with_capacity(g);
-    let mut at = 0;
-    for r in batch {
-        let n = r.continuation.len();
-        out.push(Loglik {
-            logprob: logps[at..at + n].iter().map(|&x| x as f64).sum(),
-            is_greedy: greedy[at..at + n].iter().all(|&g| g),
-            tokens: n,
-        });
-        at += n;
-    }
-    Ok(out)
+    Ok(hidden.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?)
 }
 
 /// One forward over a batch of requests.
@@ -268,6 +282,18 @@ fn score_batch(
     Ok(out)
 }
 
+/// log p(token | logits) of one row, and whether the token is the row's (first) argmax.
+fn row_logprob(row: &[f32], token: usize) -> (f32, bool) {
+    let (mut best, mut max) = (0, f32::NEG_INFINITY);
+    for (i, &x) in row.iter().enumerate() {
+        if x > max {
+            (best, max) = (i, x);
+        }
+    }
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    ((row[token] - max) - sum.ln(), best == token)
+}
+
 /// log p(wanted[k] | row rows[k]) and whether wanted[k] is that row's argmax.
 fn pick_logprobs(
     model: &DogeForCausalLM,
@@ -282,6 +308,21 @@ fn pick_logprobs(
         let idx = Tensor::new(rs, dev)?;
         let h = hidden.index_select(&idx, 0)?;
         let logits = model.logits(&h)?.to_dtype(DType::F32)?;
+        if dev.is_cpu() {
+            // One pass per row over the logits in place of log_softmax, gather and argmax
+            // (each a pass over [rows, vocab] and two of them writing one): the same numbers,
+            // a shift by the row's max and a float32 sum of exponentials.
+            let v = logits.dim(1)?;
+            let flat = logits.flatten_all()?.to_vec1::<f32>()?;
+            let (lp, gr): (Vec<f32>, Vec<bool>) = flat
+                .par_chunks(v)
+                .zip(ws.par_iter())
+                .map(|(row, &w)| row_logprob(row, w as usize))
+                .unzip();
+            logps.extend(lp);
+            greedy.extend(gr);
+            continue;
+        }
         let logp = log_softmax_last_dim(&logits)?;
         let tgt = Tensor::new(ws, dev)?.unsqueeze(1)?;
         logps.extend(logp.gather(&tgt, D::Minus1)?.squeeze(1)?.to_vec1::<f32>()?);

@@ -437,6 +437,7 @@ mod tests {
             "['B', None, True]"
         );
         assert_eq!(render("x\n", row.clone()).unwrap(), "x\n");
+        assert_eq!(render("{{ b | int }}", json!({"b": true})).unwrap(), "1");
         assert_eq!(
             render(
                 "{{ q | regex_replace('(\\\\w+)', '<\\\\1>') }}",
