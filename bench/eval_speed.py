@@ -1,12 +1,14 @@
 """HellaSwag scoring speed: doge (one full sequence per choice, and the shared-context path) and
 lm-evaluation-harness itself, side by side in one run, on the same model, items and threads.
 
-    python3 bench/eval_speed.py [--items 200] [--threads 2] [--batch-size 16] [--rounds 2]
+    python3 bench/eval_speed.py [--items 200] [--shots 0] [--threads 2] [--batch-size 16] [--rounds 2]
 
 The model is Doge-20M's shape (`doge bench config --preset doge-20m`: vocabulary 32,768, hidden
 256, 8 layers) with random weights from transformers' `DogeForCausalLM` (seed 0), saved once as a
 checkpoint both tools load, with the Doge tokenizer; the items are the first N of the official
-HellaSwag validation split (../shared/data/eval/hellaswag/validation.jsonl), 0-shot. doge runs its
+HellaSwag validation split (../shared/data/eval/hellaswag/validation.jsonl), `--shots` examples
+(drawn from the same rows; each tool draws its own, so prompts differ but not their lengths' law).
+doge runs its
 built-in `hellaswag` (lm-eval's prompt and preprocessing); lm-eval 0.4.13 runs its own
 `hellaswag` task through its transformers backend (`HFLM`, float32, CPU, the same batch size),
 with `datasets.load_dataset` pointed at the same rows; its task index is built before timing. Threads: RAYON_NUM_THREADS for doge,
@@ -39,7 +41,7 @@ import datasets, torch
 import lm_eval, lm_eval.api.task as task_api
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
-model, rows, items, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+model, rows, items, threads, batch, shots = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 torch.set_num_threads(threads)
 with open(rows) as f:
     data = [json.loads(l) for l in f if l.strip()][:items]
@@ -52,7 +54,7 @@ lm = HFLM(pretrained=model, batch_size=batch, device="cpu", dtype="float32")
 # before the clock starts (as doge's model loading is not timed either).
 manager = TaskManager()
 start = time.perf_counter()
-res = lm_eval.simple_evaluate(model=lm, tasks=["hellaswag"], num_fewshot=0, bootstrap_iters=0,
+res = lm_eval.simple_evaluate(model=lm, tasks=["hellaswag"], num_fewshot=shots, bootstrap_iters=0,
                               task_manager=manager)
 seconds = time.perf_counter() - start
 r = res["results"]["hellaswag"]
@@ -93,7 +95,7 @@ def doge_binary():
 def run_doge(doge, model, data_dir, a, shared):
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads),
                DOGE_EVAL_SHARED_CONTEXT="1" if shared else "0")
-    out = subprocess.run([doge, "eval", "--model", model, "--tasks", "hellaswag:0", "--limit", str(a.items),
+    out = subprocess.run([doge, "eval", "--model", model, "--tasks", f"hellaswag:{a.shots}", "--limit", str(a.items),
                           "--batch-size", str(a.batch_size), "--data-dir", data_dir, "--no-registry",
                           "--quiet"], env=env, capture_output=True, text=True, check=True)
     m = re.search(r"hellaswag: (\d+) items in ([0-9.]+) s", out.stderr)
@@ -108,6 +110,7 @@ def run_doge(doge, model, data_dir, a, shared):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--items", type=int, default=200)
+    p.add_argument("--shots", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rounds", type=int, default=2)
@@ -132,20 +135,21 @@ def main():
                 if i >= a.items:
                     break
                 g.write(line)
-        runs = {"doge, one sequence per choice": [], "doge, shared context": [], "lm-eval 0.4.13 (HFLM)": []}
+        runs = {"doge, one sequence per choice": [], "doge (default: shared contexts of 128+ tokens)": [],
+                "lm-eval 0.4.13 (HFLM)": []}
         for _ in range(a.rounds):
             runs["doge, one sequence per choice"].append(run_doge(doge, model, data_dir, a, False))
-            runs["doge, shared context"].append(run_doge(doge, model, data_dir, a, True))
+            runs["doge (default: shared contexts of 128+ tokens)"].append(run_doge(doge, model, data_dir, a, True))
             out = subprocess.run([py, "-c", LM_EVAL_CHILD, model, HELLASWAG, str(a.items), str(a.threads),
-                                  str(a.batch_size)], capture_output=True, text=True)
+                                  str(a.batch_size), str(a.shots)], capture_output=True, text=True)
             if out.returncode != 0:
                 sys.exit(f"lm-eval failed:\n{out.stderr[-3000:]}")
             runs["lm-eval 0.4.13 (HFLM)"].append(json.loads(out.stdout.strip().splitlines()[-1]))
     rate = {k: a.items / statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     base = rate["lm-eval 0.4.13 (HFLM)"]
-    print(f"HellaSwag validation, first {a.items} items, 0-shot, Doge-20M shape (random weights), "
+    print(f"HellaSwag validation, first {a.items} items, {a.shots}-shot, Doge-20M shape (random weights), "
           f"{a.threads} threads, batch {a.batch_size}, median of {a.rounds} rounds")
-    print("| scorer | items/s | vs lm-eval | acc | acc_norm |")
+    print("| scorer | items/s | vs lm-eval | acc | acc_norm |  (acc agree only at 0-shot: other examples)")
     print("|---|---|---|---|---|")
     for k, v in runs.items():
         print(f"| {k} | {rate[k]:.1f} | {rate[k] / base:.2f}x | {v[0].get('acc', float('nan')):.4f} | "

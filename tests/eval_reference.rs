@@ -88,6 +88,7 @@ fn per_choice_logliks_equal_transformers() {
             batch_size: 8,
             max_len: 128,
             share_contexts,
+            shared_min_context: 1,
         };
         let got = loglikelihoods(&model, &requests, opts, None).unwrap();
         let mut worst = 0.0f64;

@@ -246,6 +246,7 @@ impl Evaluator<'_> {
                 .max_len
                 .unwrap_or(self.model.config().max_position_embeddings),
             share_contexts: scoring::share_contexts_default(),
+            shared_min_context: scoring::SHARED_MIN_CONTEXT,
         }
     }
 
