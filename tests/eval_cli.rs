@@ -5,22 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// The tiny dense model with the 256-token fixture tokenizer, copied to `dir`.
-fn model_dir(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (from, name) in [
-        ("doge-tiny/dense", "config.json"),
-        ("doge-tiny/dense", "model.safetensors"),
-        ("eval/tokenizer-256", "tokenizer.json"),
-        ("eval/tokenizer-256", "tokenizer_config.json"),
-    ] {
-        std::fs::copy(fixtures().join(from).join(name), dir.join(name)).unwrap();
-    }
-}
+use crate::reference_support::{fixtures, tiny_eval_model_dir};
 
 fn doge(dir: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_doge"))
@@ -53,7 +38,7 @@ fn evals(db: &Path) -> Vec<(String, String, String, f64, Option<f64>)> {
 fn eval_only_run_with_samples_and_runs_show() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    model_dir(&dir.join("model"));
+    tiny_eval_model_dir(&dir.join("model"));
     let rows = fixtures().join("eval/rows");
     let (table, _) = doge(
         dir,
@@ -132,7 +117,7 @@ fn scores_go_to_the_run_that_owns_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ckpt = dir.join("registry/exp-abc123/pretrain/checkpoint-00000010");
-    model_dir(&ckpt);
+    tiny_eval_model_dir(&ckpt);
     let reg = doge::registry::Registry::open(&dir.join("registry/doge.sqlite")).unwrap();
     reg.start_run(&doge::registry::NewRun {
         id: "abc123-pretrain".into(),
@@ -186,7 +171,7 @@ fn scores_go_to_the_run_that_owns_the_checkpoint() {
 fn eval_stage_records_against_its_run() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    model_dir(&dir.join("model"));
+    tiny_eval_model_dir(&dir.join("model"));
     let rows = fixtures().join("eval/rows");
     let exp = format!(
         r#"
@@ -225,7 +210,7 @@ stage "eval" {{
 fn perplexity_of_a_text_set() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    model_dir(&dir.join("model"));
+    tiny_eval_model_dir(&dir.join("model"));
     // Two documents, one longer than the model's 128 positions (rolling windows).
     std::fs::create_dir_all(dir.join("texts")).unwrap();
     let long = "Question: Which plant part absorbs minerals?\nAnswer: root\n".repeat(12);
@@ -267,7 +252,7 @@ fn perplexity_of_a_text_set() {
 fn results_json_in_lm_eval_shape() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    model_dir(&dir.join("model"));
+    tiny_eval_model_dir(&dir.join("model"));
     let rows = fixtures().join("eval/rows");
     let args = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [

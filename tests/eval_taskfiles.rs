@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::reference_support::{fixtures, tiny_eval_model, tokenizer_256};
+use crate::reference_support::{fixtures, tiny_eval_model, tiny_eval_model_dir, tokenizer_256};
 use doge::eval::{parse_tasks_with, EvalOptions, Evaluator, TaskResult};
 
 const TOL: f64 = 1e-4;
@@ -376,22 +376,10 @@ fn a_template_that_fails_on_a_row_names_the_item() {
     );
 }
 
-fn model_dir(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (from, name) in [
-        ("doge-tiny/dense", "config.json"),
-        ("doge-tiny/dense", "model.safetensors"),
-        ("eval/tokenizer-256", "tokenizer.json"),
-        ("eval/tokenizer-256", "tokenizer_config.json"),
-    ] {
-        std::fs::copy(fixtures().join(from).join(name), dir.join(name)).unwrap();
-    }
-}
-
 #[test]
 fn a_failed_task_records_nothing_and_the_others_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    model_dir(&dir.path().join("model"));
+    tiny_eval_model_dir(&dir.path().join("model"));
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
@@ -649,7 +637,7 @@ fn lm_eval_own_files_for_the_six_tasks_score_as_lm_eval() {
 fn a_task_block_in_an_eval_stage() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    model_dir(&dir.join("model"));
+    tiny_eval_model_dir(&dir.join("model"));
     let rows = fixtures().join("eval/taskfiles/rows/ybisk/piqa/validation.jsonl");
     let exp = |extra: &str| {
         format!(

@@ -56,3 +56,17 @@ pub fn tiny_eval_model() -> doge::model::DogeForCausalLM {
 pub fn tokenizer_256() -> doge::data::tokenizer::DogeTokenizer {
     doge::data::tokenizer::DogeTokenizer::load(&fixtures().join("eval/tokenizer-256")).unwrap()
 }
+
+/// The tiny dense model with the 256-id fixture tokenizer, copied to `dir` (a model folder for
+/// the CLI).
+pub fn tiny_eval_model_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (from, name) in [
+        ("doge-tiny/dense", "config.json"),
+        ("doge-tiny/dense", "model.safetensors"),
+        ("eval/tokenizer-256", "tokenizer.json"),
+        ("eval/tokenizer-256", "tokenizer_config.json"),
+    ] {
+        std::fs::copy(fixtures().join(from).join(name), dir.join(name)).unwrap();
+    }
+}

@@ -736,11 +736,8 @@ fn generate(
         )
         .with_context(|| it.at.clone())?;
         let response = crate::eval::generation::cut_at_first(&raw, &stops).to_string();
-        let golds: Vec<String> = match (&it.target, &it.choices) {
-            (Target::Index(g), Some(c)) => vec![c.get(*g as usize).cloned().ok_or_else(|| {
-                anyhow!("{}: the target {g} is not an index of the choices", it.at)
-            })?],
-            (Target::List(l), _) => l
+        let golds: Vec<String> = match &it.target {
+            Target::List(l) => l
                 .iter()
                 .map(|t| match t {
                     Target::Str(s) => s.clone(),
@@ -748,8 +745,7 @@ fn generate(
                     Target::List(_) => String::new(),
                 })
                 .collect(),
-            (Target::Str(s), _) => vec![s.clone()],
-            (Target::Index(g), None) => vec![g.to_string()],
+            _ => vec![target_text(it)?],
         };
         let mut filtered = serde_json::Map::new();
         let mut metrics = serde_json::Map::new();
