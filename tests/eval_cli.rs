@@ -2,7 +2,7 @@
 //! in the registry (an eval-only run, or the run that owns the checkpoint) and shown by
 //! `doge runs show`; and an experiment's `eval` stage recording against its run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::reference_support::{fixtures, tiny_eval_model_dir};
